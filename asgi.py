@@ -1,0 +1,26 @@
+"""ASGI entry point: HTTP to Django, WebSockets to streamapp's consumers.
+
+``DJANGO_SETTINGS_MODULE`` defaults to the demo settings (SQLite, in-memory channel layer).
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()  # sets Django up before the consumers import models
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from consumers.routing import websocket_urlpatterns  # noqa: E402
+from consumers.security import AllowedHostsOriginValidator  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)

@@ -1,0 +1,1 @@
+"""The Channels side of streamapp: WebSocket consumers and their routing."""

@@ -1,0 +1,223 @@
+"""The WebSocket consumers: one task per socket, or many tasks over one socket.
+
+Consumers never write task state: starting and cancelling go through the coordinator.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.consumer import get_handler_name
+from channels.db import aclose_old_connections
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from streamapp import frames
+from streamapp.conf import app_settings
+from streamapp.coordinator import coordinator
+from streamapp.exceptions import UnknownTask
+from streamapp.keys import aget_task, canonical_key, split_key, stream_task_model
+from streamapp.models import Status, StreamTask
+
+from .protocol import Action, ProtocolError, parse, parse_since
+from .subscription import Subscription
+
+logger = logging.getLogger("streamapp.consumers")
+
+CLOSE_NORMAL = 1000
+CLOSE_TOO_LARGE = 1009
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_CODES = {"forbidden": CLOSE_FORBIDDEN, "not_found": CLOSE_NOT_FOUND, "too_large": CLOSE_TOO_LARGE}
+
+
+async def allowed(check: Any, user: Any) -> bool:
+    """Run a permission hook in a thread: a user's hook may query the database."""
+    return bool(await sync_to_async(check)(user))
+
+
+class TaskSocketConsumer(AsyncWebsocketConsumer):
+    """Shared machinery: subscriptions, client actions, and live news from the channel layer."""
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes old DB connections before every message: a thread-pool hop per event
+        # per socket. Only the socket's own lifecycle messages need it.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        if not message["type"].startswith("stream."):
+            await aclose_old_connections()
+        await handler(message)
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        self.subscriptions: dict[str, Subscription] = {}
+        self.user = self.scope.get("user")
+        await super().websocket_connect(message)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=frames.encode(frame))
+
+    async def send_text(self, text: str) -> None:
+        await self.send(text_data=text)
+
+    async def refuse(self, code: str, message: str, task: str | None = None) -> None:
+        """Tell the client why, then close with the matching code (DESIGN §3)."""
+        await self.send_frame(frames.error(code, message, task))
+        await self.close(code=CLOSE_CODES[code])
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    async def subscribe(self, task: StreamTask, since: int | None) -> Subscription | None:
+        """Check access, subscribe and replay; start a pending task when AUTO_START is on."""
+        key = task.task_key
+        if not await allowed(task.can_subscribe, self.user):
+            raise ProtocolError("forbidden", f"you may not watch {key}", key)
+        old = self.subscriptions.pop(key, None)
+        if old is not None:
+            await old.close()
+        subscription = Subscription(task, self.channel_layer, self.channel_name, self.send_text)
+        self.subscriptions[key] = subscription
+        for note in await subscription.open(since):
+            await self.send_frame(note)
+        if subscription.status == Status.PENDING and app_settings.AUTO_START:
+            await coordinator.start_task(task)
+        return subscription
+
+    async def unsubscribe_all(self) -> None:
+        for subscription in self.subscriptions.values():
+            await subscription.close()
+        self.subscriptions.clear()
+
+    async def cancel(self, task: StreamTask) -> None:
+        if not await allowed(task.can_cancel, self.user):
+            raise ProtocolError("forbidden", f"you may not cancel {task.task_key}", task.task_key)
+        await coordinator.cancel_task(task)
+
+    # -- client frames ----------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            action = parse(text_data, bytes_data, app_settings.MAX_CLIENT_FRAME_BYTES)
+            if action.name == "ping":
+                await self.send_text(frames.PONG)
+            else:
+                await self.act(action)
+        except ProtocolError as exc:
+            await self.send_frame(frames.error(exc.code, exc.message, exc.task))
+            if exc.code == "too_large":
+                await self.close(code=CLOSE_TOO_LARGE)
+
+    async def act(self, action: Action) -> None:
+        raise NotImplementedError
+
+    # -- channel layer news -----------------------------------------------------------------
+
+    async def stream_events(self, message: dict[str, Any]) -> None:
+        subscription = self.subscriptions.get(message["task"])
+        if subscription is not None:
+            await subscription.on_events(message["events"])
+
+    async def stream_state(self, message: dict[str, Any]) -> None:
+        subscription = self.subscriptions.get(message["task"])
+        if subscription is not None and await subscription.on_state(message):
+            await self.state_sent(subscription)
+
+    async def state_sent(self, subscription: Subscription) -> None:
+        """Hook: a state frame went out on ``subscription``."""
+
+    async def disconnect(self, code: int) -> None:
+        await self.unsubscribe_all()
+
+
+class TaskConsumer(TaskSocketConsumer):
+    """``ws/tasks/<app_label>/<model>/<pk>/[?since=N]``: one task, closed after its final state."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        kwargs = self.scope["url_route"]["kwargs"]
+        try:
+            model = stream_task_model(kwargs["app_label"], kwargs["model"])
+            self.key = canonical_key(model, kwargs["pk"])
+            task = await aget_task(self.key)
+        except UnknownTask as exc:
+            await self.refuse("not_found", str(exc))
+            return
+        since, note = self.since_from_query()
+        if note is not None:
+            await self.send_frame(note)
+        try:
+            subscription = await self.subscribe(task, since)
+        except ProtocolError as exc:
+            await self.refuse(exc.code, exc.message, exc.task)
+            return
+        if subscription.ended:
+            await self.close(code=CLOSE_NORMAL)
+
+    def since_from_query(self) -> tuple[int | None, dict[str, Any] | None]:
+        """``?since=N`` from the URL; a bad value is reported and ignored."""
+        query = self.scope.get("query_string", b"").decode("latin-1")
+        values = [part[6:] for part in query.split("&") if part.startswith("since=")]
+        if not values:
+            return None, None
+        try:
+            return parse_since(values[-1]), None
+        except ProtocolError as exc:
+            return None, frames.error(exc.code, exc.message, self.key)
+
+    async def act(self, action: Action) -> None:
+        if action.name != "cancel":
+            raise ProtocolError("bad_request", f"{action.name} works on ws/tasks/ only", self.key)
+        if action.task is not None and action.task != self.key:
+            raise ProtocolError("bad_request", f"this socket watches {self.key} only", action.task)
+        await self.cancel(self.subscriptions[self.key].task)
+
+    async def state_sent(self, subscription: Subscription) -> None:
+        if subscription.ended:
+            await self.close(code=CLOSE_NORMAL)
+
+
+class MultiTaskConsumer(TaskSocketConsumer):
+    """``ws/tasks/``: any number of tasks over one socket by subscribe/unsubscribe actions."""
+
+    async def connect(self) -> None:
+        await self.accept()
+
+    async def act(self, action: Action) -> None:
+        if action.task is None:
+            raise ProtocolError("bad_request", "cancel on ws/tasks/ needs a task key")
+        try:
+            key = canonical_key(*split_key(action.task))
+            if action.name == "unsubscribe":
+                subscription = self.subscriptions.pop(key, None)
+                if subscription is not None:
+                    await subscription.close()
+                return
+            task = await aget_task(key)
+        except UnknownTask as exc:
+            raise ProtocolError("not_found", str(exc), action.task[:100]) from None
+        if action.name == "cancel":
+            await self.cancel(task)
+            return
+        if key not in self.subscriptions and len(self.subscriptions) >= app_settings.MAX_SUBSCRIPTIONS:
+            raise ProtocolError(
+                "rate_limited",
+                f"a socket may hold {app_settings.MAX_SUBSCRIPTIONS} subscriptions",
+                key,
+            )
+        await self.subscribe(task, action.since)
+
+
+class NotFoundConsumer(AsyncWebsocketConsumer):
+    """Any other WebSocket path: say so and close 4404, never a server error."""
+
+    channel_layer_alias = None  # nothing to receive: no channel
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.send(text_data=frames.encode(
+            frames.error("not_found", f"no WebSocket endpoint at {self.scope.get('path', '')[:200]}")
+        ))
+        await self.close(code=CLOSE_NOT_FOUND)

@@ -1,0 +1,73 @@
+"""The sending side of the channel layer: group names and the messages streamapp publishes.
+
+The layer is a doorbell, not a log: a publish may be dropped (a full channel, Redis away), so a
+failed publish is logged and swallowed; subscribers repair from the event log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+logger = logging.getLogger("streamapp.broadcast")
+
+# Short prefixes keep every group name under the layer's 100-character limit.
+TASK_GROUP_PREFIX = "sa.t."
+CONTROL_GROUP_PREFIX = "sa.c."
+WORKERS_GROUP = "sa.workers"
+
+
+def task_group(key: str) -> str:
+    """Subscribers of a task's events and state changes."""
+    return TASK_GROUP_PREFIX + key
+
+
+def control_group(key: str) -> str:
+    """The process running a task: cancel and signal messages."""
+    return CONTROL_GROUP_PREFIX + key
+
+
+async def _group_send(group: str, message: dict[str, Any]) -> bool:
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    try:
+        await layer.group_send(group, message)
+    except Exception:  # the layer only carries news; the log and the DB stay right
+        logger.warning("group_send failed group=%s type=%s", group, message["type"], exc_info=True)
+        return False
+    return True
+
+
+async def publish_events(key: str, events: Sequence[tuple[int, str]]) -> bool:
+    """Announce logged events ``(seq, frame)`` of one task, in order, in one layer message."""
+    return await _group_send(
+        task_group(key), {"type": "stream.events", "task": key, "events": list(events)}
+    )
+
+
+async def publish_state(key: str, revision: int, status: str, seq: int, frame: str) -> bool:
+    return await _group_send(
+        task_group(key),
+        {
+            "type": "stream.state",
+            "task": key,
+            "revision": revision,
+            "status": status,
+            "seq": seq,
+            "frame": frame,
+        },
+    )
+
+
+async def send_control(key: str, message: dict[str, Any]) -> bool:
+    """Reach whichever process runs the task ``key`` (cancel, signals)."""
+    return await _group_send(control_group(key), {**message, "task": key})
+
+
+async def wake_workers() -> bool:
+    """Tell task workers a task became claimable, so none has to wait for its poll."""
+    return await _group_send(WORKERS_GROUP, {"type": "workers.wake"})

@@ -1,0 +1,31 @@
+"""Every exception streamapp raises derives from StreamAppError."""
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class StreamAppError(Exception):
+    """Base class of streamapp's errors."""
+
+
+class StreamAppConfigurationError(StreamAppError, ImproperlyConfigured):
+    """The STREAMAPP settings or a task model are misconfigured."""
+
+
+class EventTooLarge(StreamAppError, ValueError):
+    """An event's encoded frame is larger than STREAMAPP['MAX_EVENT_BYTES']."""
+
+
+class EventNotSerializable(StreamAppError, TypeError):
+    """An event's data cannot be encoded as JSON."""
+
+
+class UnknownTask(StreamAppError, LookupError):
+    """A task key names no StreamTask model or no row of it."""
+
+
+class LeaseLost(StreamAppError):
+    """This process no longer owns the task's lease: another process may have taken it over."""
+
+
+class WorkerLost(StreamAppError):
+    """The worker that ran a task stopped renewing its lease (it crashed or was killed)."""

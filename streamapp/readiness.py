@@ -1,0 +1,36 @@
+"""What stops this process from serving: the database or the channel layer not answering."""
+
+from __future__ import annotations
+
+import asyncio
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import connection
+
+ROUND_TRIP_TIMEOUT = 2.0
+
+
+def _database_answers() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+async def readiness_problems() -> list[str]:
+    problems = []
+    try:
+        await sync_to_async(_database_answers)()
+    except Exception as exc:
+        problems.append(f"database: {type(exc).__name__}: {exc}")
+    layer = get_channel_layer()
+    if layer is None:
+        problems.append("channel layer: none configured (CHANNEL_LAYERS)")
+    else:
+        try:
+            async with asyncio.timeout(ROUND_TRIP_TIMEOUT):
+                channel = await layer.new_channel("streamapp.ready.")
+                await layer.send(channel, {"type": "ready.ping"})
+                await layer.receive(channel)
+        except Exception as exc:
+            problems.append(f"channel layer: {type(exc).__name__}: {exc}")
+    return problems

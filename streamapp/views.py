@@ -1,0 +1,38 @@
+"""HTTP endpoints: liveness, readiness, and a task's state without a socket."""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from . import frames
+from .exceptions import UnknownTask
+from .keys import aget_task, canonical_key, stream_task_model
+from .readiness import readiness_problems
+from .state import task_state
+
+
+async def health(request: HttpRequest) -> HttpResponse:
+    """Liveness: the process answers. No I/O on purpose."""
+    return HttpResponse("OK", content_type="text/plain")
+
+
+async def ready(request: HttpRequest) -> HttpResponse:
+    """Readiness: the database and the channel layer both answer."""
+    problems = await readiness_problems()
+    if problems:
+        return JsonResponse({"ready": False, "problems": problems}, status=503)
+    return JsonResponse({"ready": True})
+
+
+async def task_state_view(request: HttpRequest, app_label: str, model: str, pk: str) -> JsonResponse:
+    """``GET /tasks/<app_label>/<model>/<pk>/``: the task's ``state`` frame as JSON."""
+    try:
+        key = canonical_key(stream_task_model(app_label, model), pk)
+        task = await aget_task(key)
+    except UnknownTask as exc:
+        return JsonResponse(frames.error("not_found", str(exc)), status=404)
+    user = await request.auser()
+    if not await sync_to_async(task.can_subscribe)(user):
+        return JsonResponse(frames.error("forbidden", f"you may not watch {key}", key), status=403)
+    return JsonResponse(await task_state(task))

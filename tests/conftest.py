@@ -1,0 +1,55 @@
+"""Fixtures: communicators on the real ASGI application, and a clean coordinator per test."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+
+from streamapp.coordinator import coordinator
+
+from .helpers import task_path
+
+USING_REDIS = bool(os.environ.get("REDIS_URL"))
+USING_POSTGRES = bool(os.environ.get("DATABASE_URL"))
+
+
+@pytest.fixture(scope="session")
+def application():
+    from asgi import application as asgi_application
+
+    return asgi_application
+
+
+@pytest.fixture(autouse=True)
+async def clean_runtime():
+    """Each test starts with no runs and an empty channel layer, and leaves none behind."""
+    coordinator.reopen()
+    yield
+    await coordinator.shutdown(timeout=0)
+    coordinator.reopen()
+    layer = get_channel_layer()
+    if layer is not None and hasattr(layer, "flush"):
+        await layer.flush()
+
+
+@pytest.fixture
+async def communicator_for(application):
+    """``await communicator_for(task_or_path, since=None)``: a connected WebsocketCommunicator."""
+    opened: list[WebsocketCommunicator] = []
+
+    async def connect(target, since=None, headers=None, expect_accept=True):
+        path = target if isinstance(target, str) else task_path(target)
+        if since is not None:
+            path += f"?since={since}"
+        communicator = WebsocketCommunicator(application, path, headers=headers or [])
+        connected, _ = await communicator.connect(timeout=5)
+        assert connected is expect_accept
+        opened.append(communicator)
+        return communicator
+
+    yield connect
+    for communicator in opened:
+        await communicator.disconnect(timeout=5)

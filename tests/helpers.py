@@ -1,0 +1,30 @@
+"""Helpers shared by the tests: paths and frame collection with timeouts (never sleeps)."""
+
+from __future__ import annotations
+
+import json
+
+
+def task_path(task) -> str:
+    meta = task._meta
+    return f"/ws/tasks/{meta.app_label}/{meta.model_name}/{task.pk}/"
+
+
+async def receive_until_closed(communicator, timeout=5):
+    """Every JSON frame up to the server's close, and the close code."""
+    received = []
+    while True:
+        output = await communicator.receive_output(timeout)
+        if output["type"] == "websocket.close":
+            return received, output.get("code")
+        received.append(json.loads(output["text"]))
+
+
+async def receive_until(communicator, predicate, timeout=5):
+    """Frames up to and including the first one for which ``predicate`` is true."""
+    received = []
+    while True:
+        frame = await communicator.receive_json_from(timeout)
+        received.append(frame)
+        if predicate(frame):
+            return received

@@ -1,0 +1,17 @@
+"""Test settings: the demo settings plus test-only task models."""
+
+from demo.settings import *  # noqa: F403
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
+
+STREAMAPP = {
+    "OPEN_ACCESS": True,
+    # Short enough that lease tests finish quickly, long enough for a loaded 2-core CI.
+    "LEASE_SECONDS": 30.0,
+    "HEARTBEAT_SECONDS": 10.0,
+}
+
+# Fast hashing for test users.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+LOGGING = {"version": 1, "disable_existing_loggers": False}

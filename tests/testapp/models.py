@@ -1,0 +1,90 @@
+"""Task models used only by the tests: each drives one behaviour deterministically."""
+
+import asyncio
+
+from django.conf import settings
+from django.db import models
+
+from streamapp.models import StreamTask
+
+ERRORS = {
+    "ValueError": ValueError,
+    "MemoryError": MemoryError,
+    "TimeoutError": asyncio.TimeoutError,
+    "KeyError": KeyError,
+    "RuntimeError": RuntimeError,
+}
+
+
+class BurstTask(StreamTask):
+    """Sends ``count`` events as fast as it can; each ``{"i": n}``."""
+
+    count = models.PositiveIntegerField(default=10)
+    payload_bytes = models.PositiveIntegerField(default=0)
+
+    async def process(self):
+        pad = "x" * self.payload_bytes
+        for i in range(1, self.count + 1):
+            await self.send_event("tick", {"i": i, "pad": pad} if pad else {"i": i})
+        return self.count
+
+
+class StepTask(StreamTask):
+    """Sends one event per ``step`` signal until it gets ``stop``: the test sets the pace."""
+
+    label = models.CharField(max_length=50, default="")
+
+    async def process(self):
+        n = 0
+        while True:
+            command = await self.wait_signal("step")
+            if command == "stop":
+                return n
+            if command == "raise":
+                raise ValueError("asked to fail")
+            n += 1
+            await self.send_event("step", {"n": n})
+
+
+class ErrorTask(StreamTask):
+    """Sends one event, then raises the exception class named in ``kind``."""
+
+    kind = models.CharField(max_length=50, default="ValueError")
+
+    async def process(self):
+        await self.send_event("before", {})
+        raise ERRORS[self.kind]("failure on purpose")
+
+
+class GeneratorTask(StreamTask):
+    count = models.PositiveIntegerField(default=3)
+    sync = models.BooleanField(default=False)
+
+    async def process(self):
+        if self.sync:
+            return await self.process_sync_generator(self.sync_items())
+        return await self.process_generator(self.async_items())
+
+    async def async_items(self):
+        for i in range(1, self.count + 1):
+            yield {"step": i, "total": self.count}
+
+    def sync_items(self):
+        for i in range(1, self.count + 1):
+            yield {"step": i, "total": self.count}
+
+
+class TimeoutTask(StreamTask):
+    timeout = 0.3
+
+    async def process(self):
+        await self.send_event("waiting", {})
+        await asyncio.sleep(60)
+
+
+class OwnedTask(StreamTask):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.CASCADE)
+
+    async def process(self):
+        await self.send_event("hello", {})
+        return await self.wait_signal("finish")

@@ -46,7 +46,8 @@ class Run:
 
     task: StreamTask
     stream: EventStream
-    job: asyncio.Task[None] | None = None
+    job: asyncio.Task[None] | None = None  # _execute: the whole run, with its bookkeeping
+    work: asyncio.Task[Any] | None = None  # process() itself: what cancel and timeout stop
     heartbeat: asyncio.Task[None] | None = None
     stop_reason: str | None = None  # "cancel", "shutdown" or "lease_lost" once we stop it
     signals: defaultdict[str, deque[Any]] = field(default_factory=lambda: defaultdict(deque))
@@ -59,9 +60,12 @@ class Run:
         return self.task.task_key
 
     def stop(self, reason: str) -> None:
-        if self.job is not None and not self.job.done() and self.stop_reason is None:
-            self.stop_reason = reason
-            self.job.cancel()
+        """Cancel ``process()`` (now, or as soon as it is created) and remember why."""
+        if self.stop_reason is not None:
+            return
+        self.stop_reason = reason
+        if self.work is not None:
+            self.work.cancel()
 
     def deliver_signal(self, name: str, data: Any) -> None:
         waiters = self.waiters[name]
@@ -105,6 +109,7 @@ class Coordinator:
         run = Run(task=task, stream=stream)
         task._event_stream = stream  # send_event on this instance goes to this stream
         self._runs[key] = run
+        await self._join_control(key)  # before returning: a signal sent next must find us
         run.job = asyncio.create_task(self._execute(run), name=f"streamapp:{key}")
         logger.info("task claimed key=%s owner=%s attempt=%d", key, self.owner, task.attempts,
                     extra={"task_key": key})
@@ -188,7 +193,6 @@ class Coordinator:
         task, key = run.task, run.key
         run.heartbeat = asyncio.create_task(self._heartbeat(run), name=f"heartbeat:{key}")
         try:
-            await self._join_control(key)
             await self._publish_state(task, task.revision, run.stream.seq)
             outcome = await self._outcome_of(run)
             try:
@@ -202,6 +206,8 @@ class Coordinator:
             # Whatever happened, this process forgets the run; an unrecorded outcome leaves the
             # lease to expire and the sweeper to end the task.
             run.heartbeat.cancel()
+            if run.work is not None:
+                run.work.cancel()
             self._runs.pop(key, None)
             task._event_stream = None
             await self._leave_control(key)
@@ -210,15 +216,17 @@ class Coordinator:
         """Run ``process()`` under the task's timeout and say how it ended."""
         task = run.task
         timeout = task.get_timeout()
+        run.work = asyncio.create_task(task.process(), name=f"process:{run.key}")
+        if run.stop_reason is not None:
+            run.work.cancel()
         try:
             async with asyncio.timeout(timeout) as deadline:
-                value = await task.process()
+                value = await run.work
             frames.encode({"final_value": value})  # refuse what the DB could not store
             return Outcome(Status.COMPLETED, final_value=value)
         except asyncio.CancelledError:
             if run.stop_reason is None:
                 raise  # someone else cancelled us (the event loop is closing): let it through
-            asyncio.current_task().uncancel()
             if run.stop_reason == "cancel":
                 return Outcome(Status.CANCELLED)
             if run.stop_reason == "shutdown":

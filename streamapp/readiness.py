@@ -28,7 +28,7 @@ async def readiness_problems() -> list[str]:
     else:
         try:
             async with asyncio.timeout(ROUND_TRIP_TIMEOUT):
-                channel = await layer.new_channel("streamapp.ready.")
+                channel = await layer.new_channel()
                 await layer.send(channel, {"type": "ready.ping"})
                 await layer.receive(channel)
         except Exception as exc:

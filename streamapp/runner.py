@@ -303,7 +303,10 @@ class Coordinator:
         self._background = []
         layer = get_channel_layer()
         if layer is not None:
-            self._control_channel = await layer.new_channel("streamapp.control.")
+            # The default prefix matters: channels_redis serves every process-local channel
+            # from one Redis list per prefix, and a second prefix would make receivers of the
+            # two lists take turns holding its receive lock (seconds of delay).
+            self._control_channel = await layer.new_channel()
             self._background.append(asyncio.create_task(self._listen(layer), name="control"))
         self._background.append(asyncio.create_task(self._sweep_forever(), name="sweeper"))
 

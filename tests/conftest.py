@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.db import connections
 from channels.testing import WebsocketCommunicator
 
 from streamapp.coordinator import coordinator
@@ -33,6 +35,9 @@ async def clean_runtime():
     layer = get_channel_layer()
     if layer is not None and hasattr(layer, "flush"):
         await layer.flush()
+    # The async ORM's worker thread holds its own connection: close it so the test database
+    # can be flushed and dropped.
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture

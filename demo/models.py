@@ -9,7 +9,7 @@ from streamapp.models import StreamTask
 
 
 class ExampleTask(StreamTask):
-    message = models.CharField(max_length=200, default="")
+    message = models.CharField(max_length=200, default="", blank=True)
     steps = models.PositiveIntegerField(default=3)
     delay = models.FloatField(default=0.01)
 
@@ -32,7 +32,7 @@ class FailingTask(StreamTask):
 
 
 class SignalTask(StreamTask):
-    message = models.CharField(max_length=200, default="")
+    message = models.CharField(max_length=200, default="", blank=True)
 
     async def process(self):
         await self.send_event("started", {"message": self.message})

@@ -66,7 +66,12 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     async def refuse(self, code: str, message: str, task: str | None = None) -> None:
         """Tell the client why, then close with the matching code (DESIGN §3)."""
         await self.send_frame(frames.error(code, message, task))
-        await self.close(code=CLOSE_CODES[code])
+        await self.close_now(CLOSE_CODES[code])
+
+    async def close_now(self, code: int) -> None:
+        """Leave every group at once (not when the client gets round to it), then close."""
+        await self.unsubscribe_all()
+        await self.close(code=code)
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -108,7 +113,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         except ProtocolError as exc:
             await self.send_frame(frames.error(exc.code, exc.message, exc.task))
             if exc.code == "too_large":
-                await self.close(code=CLOSE_TOO_LARGE)
+                await self.close_now(CLOSE_TOO_LARGE)
 
     async def act(self, action: Action) -> None:
         raise NotImplementedError
@@ -154,7 +159,7 @@ class TaskConsumer(TaskSocketConsumer):
             await self.refuse(exc.code, exc.message, exc.task)
             return
         if subscription.ended:
-            await self.close(code=CLOSE_NORMAL)
+            await self.close_now(CLOSE_NORMAL)
 
     def since_from_query(self) -> tuple[int | None, dict[str, Any] | None]:
         """``?since=N`` from the URL; a bad value is reported and ignored."""
@@ -176,7 +181,7 @@ class TaskConsumer(TaskSocketConsumer):
 
     async def state_sent(self, subscription: Subscription) -> None:
         if subscription.ended:
-            await self.close(code=CLOSE_NORMAL)
+            await self.close_now(CLOSE_NORMAL)
 
 
 class MultiTaskConsumer(TaskSocketConsumer):

@@ -28,3 +28,14 @@ async def receive_until(communicator, predicate, timeout=5):
         received.append(frame)
         if predicate(frame):
             return received
+
+
+async def group_members(group: str) -> set[str]:
+    """The channels in a channel-layer group (in-memory and RedisChannelLayer)."""
+    from channels.layers import InMemoryChannelLayer, get_channel_layer
+
+    layer = get_channel_layer()
+    if isinstance(layer, InMemoryChannelLayer):
+        return set(layer.groups.get(group, {}))
+    connection = layer.connection(layer.consistent_hash(group))
+    return {m.decode() for m in await connection.zrange(layer._group_key(group), 0, -1)}

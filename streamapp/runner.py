@@ -65,10 +65,9 @@ class Run:
         return self.task.task_key
 
     def stop(self, reason: str) -> None:
-        """Cancel ``process()`` (now, or as soon as it is created) and remember why."""
-        if self.stop_reason is not None:
-            return
-        self.stop_reason = reason
+        """Cancel ``process()`` (now, or as soon as it is created); the first reason counts."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
         if self.work is not None:
             self.work.cancel()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -78,11 +79,18 @@ class Worker:
         self._stopping = True
         self._news.set()
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT stop the worker gracefully (call from inside the event loop)."""
+    def install_signal_handlers(self) -> bool:
+        """SIGTERM and SIGINT stop the worker gracefully; call it inside the event loop.
+
+        Only the main thread receives signals: elsewhere (a worker embedded in a thread) this
+        does nothing and returns False.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return False
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
+        return True
 
     async def run(self, *, until_idle: bool = False) -> int:
         """Claim and run tasks until ``stop()``; returns how many runs it started.
@@ -92,6 +100,7 @@ class Worker:
         """
         await self.coordinator.ensure_started()  # the control listener and the sweeper
         await self._join_workers_group()
+        self.report(f"worker ready owner={self.coordinator.owner}")
         try:
             while not self._stopping:
                 self._news.clear()

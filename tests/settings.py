@@ -3,7 +3,7 @@
 from demo.settings import *  # noqa: F403
 from streamapp.conf import from_environment
 
-INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp", "tests.runnerapp"]  # noqa: F405
 
 STREAMAPP = {
     "OPEN_ACCESS": True,

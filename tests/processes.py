@@ -75,14 +75,18 @@ class ServerProcess:
     def wait_until_ready(self) -> None:
         """Block until the process serves; the default is as soon as it runs."""
 
-    def start(self):
+    def launch(self):
+        """Start the process without waiting for it (see ``start_all``)."""
         self.process = subprocess.Popen(
             self.command(), cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.wait_until_ready()
+        return self
+
+    def start(self):
+        self.launch().wait_until_ready()
         return self
 
     def _read(self) -> None:
@@ -125,10 +129,11 @@ class ServerProcess:
         """``wait_for_line`` without blocking the test's event loop."""
         return await asyncio.to_thread(self.wait_for_line, text, timeout)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> str:
-        """Send ``sig`` and wait for the exit (SIGKILL after ``timeout``); returns the output."""
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 15) -> str:
+        """Send ``sig`` (None: none, it was sent) and wait for the exit, SIGKILL after
+        ``timeout``; returns the output."""
         assert self.process is not None
-        if self.process.poll() is None:
+        if sig is not None and self.process.poll() is None:
             self.process.send_signal(sig)
         try:
             self.process.wait(timeout=timeout)
@@ -181,6 +186,14 @@ class Worker(ServerProcess):
 
     def wait_until_ready(self) -> None:
         self.wait_for_line("worker ready", timeout=30)
+
+
+def start_all(*processes: ServerProcess) -> None:
+    """Start several processes side by side: their start-ups overlap."""
+    for process in processes:
+        process.launch()
+    for process in processes:
+        process.wait_until_ready()
 
 
 def manage(env: dict[str, str], *args: str, timeout: float = 60) -> str:

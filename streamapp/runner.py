@@ -305,14 +305,12 @@ class Coordinator:
             logger.warning("lease lost, task abandoned key=%s", key, extra={"task_key": key})
             return
         last_seq = run.stream.logged_seq if run.stream is not None else task.last_seq
-        # Retry for about a lease: after that a sweeper may already have ended the task.
         won = await with_retries(
             lambda: leases.finish(
                 task, self.owner, outcome.status, last_seq=last_seq,
                 final_value=outcome.final_value, error=outcome.error,
             ),
             what="final status",
-            attempts=10,
         )
         if not won:
             logger.warning("lease lost before the outcome was recorded key=%s", key,

@@ -12,12 +12,14 @@ import json
 import os
 import signal
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import redis
 import websockets
 
 from tests.conftest import USING_POSTGRES, USING_REDIS
+from tests.faults import TcpRelay
 from tests.processes import Daphne, ProcessDatabase, Worker, manage, start_all
 
 pytestmark = [
@@ -64,6 +66,10 @@ class Cluster:
         start_all(*new)
         self.workers += new
         return self.workers
+
+    def stop_workers(self) -> None:
+        for worker in list(self.workers):
+            self.stop_worker(worker, signal.SIGTERM)
 
     def stop_worker(self, worker: Worker, sig: int | None) -> str:
         self.workers.remove(worker)
@@ -306,3 +312,26 @@ async def test_sigterm_to_daphne_running_tasks_ends_them_before_it_exits(cluster
         final = (await rest_of_stream(a))[-1]
     assert final["status"] == "cancelled" and final["error"]["type"] == "WorkerShutdown"
     assert cluster.row(key, "status", "lease_owner") == ("cancelled", "")
+
+
+async def test_a_worker_rides_out_a_brief_database_outage(cluster, web):
+    """Its connections drop and reconnects fail for 2 s: it retries, and the task completes."""
+    cluster.stop_workers()  # the worker below, whose database is behind the relay, runs it
+    database = urlsplit(cluster.env["DATABASE_URL"])
+    with TcpRelay(database.hostname, database.port or 5432) as relay:
+        relayed = database._replace(netloc=f"{database.username}@127.0.0.1:{relay.port}")
+        worker = Worker({**cluster.env, "DATABASE_URL": relayed.geturl(),
+                         "STREAMAPP_LEASE_SECONDS": "6"}).start()
+        try:
+            key = cluster.create("demo.SlowTask", "seconds=4")
+            a, b, *_ = await watch_on_a_then_start_on_b(web, key)
+            await frames_until(a, lambda f: f["type"] == "event")
+            relay.cut(seconds=2)
+            frames = await rest_of_stream(a, timeout=30)
+        finally:
+            output = worker.stop()
+    assert frames[-1]["status"] == "completed", output
+    assert seqs(frames) == list(range(seqs(frames)[0], seqs(frames)[-1] + 1))  # no gap, no repeat
+    assert cluster.row(key, "attempts", "lease_owner") == (1, "")
+    assert "database error, retrying" in output and relay.turned_away > 0  # the outage was felt
+    await b.close()

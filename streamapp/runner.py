@@ -374,7 +374,10 @@ class Coordinator:
             # from one Redis list per prefix, and a second prefix would make receivers of the
             # two lists take turns holding its receive lock (seconds of delay).
             self._control_channel = await layer.new_channel()
-            self._background.append(asyncio.create_task(self._listen(layer), name="control"))
+            listen = broadcast.receive_forever(
+                layer, self._control_channel, self._on_control, "control channel"
+            )
+            self._background.append(asyncio.create_task(listen, name="control"))
         self._background.append(asyncio.create_task(self._sweep_forever(), name="sweeper"))
 
     async def _join_control(self, key: str) -> None:
@@ -392,24 +395,15 @@ class Coordinator:
         except Exception:  # cancel/signal news may be missed; the task itself goes on
             logger.warning("control %s failed key=%s", operation, key, exc_info=True)
 
-    async def _listen(self, layer: Any) -> None:
+    def _on_control(self, message: dict[str, Any]) -> None:
         """Cancel and signal messages for tasks running here, from any process."""
-        while True:
-            try:
-                message = await layer.receive(self._control_channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("control channel receive failed", exc_info=True)
-                await asyncio.sleep(1)
-                continue
-            run = self._runs.get(message.get("task"))
-            if run is None:
-                continue
-            if message["type"] == "task.cancel":
-                run.stop("cancel")
-            elif message["type"] == "task.signal":
-                run.deliver_signal(message["name"], message.get("data"))
+        run = self._runs.get(message.get("task"))
+        if run is None:
+            return
+        if message["type"] == "task.cancel":
+            run.stop("cancel")
+        elif message["type"] == "task.signal":
+            run.deliver_signal(message["name"], message.get("data"))
 
     async def _sweep_forever(self) -> None:
         while True:

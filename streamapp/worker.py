@@ -20,11 +20,12 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import close_old_connections, connections, transaction
 
-from .broadcast import WORKERS_GROUP
+from .broadcast import WORKERS_GROUP, receive_forever
 from .conf import app_settings
 from .keys import stream_task_models
 from .models import StreamTask
-from .runner import Coordinator, coordinator as default_coordinator
+from .runner import Coordinator
+from .runner import coordinator as default_coordinator
 
 logger = logging.getLogger("streamapp.worker")
 
@@ -171,23 +172,13 @@ class Worker:
         try:
             if self._channel is None:
                 self._channel = await layer.new_channel()
-                listener = asyncio.create_task(self._listen(layer), name="worker:wake")
-                self._tasks.add(listener)
+                listen = receive_forever(
+                    layer, self._channel, lambda message: self._news.set(), "wake-up channel"
+                )
+                self._tasks.add(asyncio.create_task(listen, name="worker:wake"))
             await layer.group_add(WORKERS_GROUP, self._channel)
         except Exception:  # no wake-ups for now: polling still finds the tasks
             logger.warning("joining %s failed", WORKERS_GROUP, exc_info=True)
-
-    async def _listen(self, layer: Any) -> None:
-        while True:
-            try:
-                await layer.receive(self._channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("wake-up channel receive failed", exc_info=True)
-                await asyncio.sleep(1)
-                continue
-            self._news.set()
 
     async def _close(self) -> None:
         layer = get_channel_layer()

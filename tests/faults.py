@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import Self
 
 
 class TcpRelay:
@@ -23,7 +24,7 @@ class TcpRelay:
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
 
-    def __enter__(self) -> TcpRelay:
+    def __enter__(self) -> Self:
         threading.Thread(target=self._accept, daemon=True).start()
         return self
 

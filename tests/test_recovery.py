@@ -133,7 +133,7 @@ async def test_a_task_whose_own_query_fails_ends_failed_with_that_error(communic
     ws = await communicator_for(task)
     await receive_until(ws, lambda f: f.get("event") == "querying")
     frames, code = await receive_until_closed(ws)
-    assert frames[-1]["status"] == "failed"
+    assert frames[-1]["status"] == "failed" and code == 1000
     assert frames[-1]["error"]["type"] == "OperationalError"
     await task.arefresh_from_db()
     assert task.status == "failed" and task.error["type"] == "OperationalError"

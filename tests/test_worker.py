@@ -62,7 +62,7 @@ async def test_until_idle_runs_every_pending_task_of_every_model_and_nothing_els
 
 async def test_oldest_pending_tasks_are_claimed_first_up_to_the_concurrency(start_worker):
     tasks = [await StepTask.objects.acreate(label=str(i)) for i in range(3)]
-    worker, reports = start_worker(concurrency=2, poll_seconds=60)
+    _, reports = start_worker(concurrency=2, poll_seconds=60)
     assert {await next_claim(reports), await next_claim(reports)} == {
         tasks[0].task_key, tasks[1].task_key
     }
@@ -82,7 +82,7 @@ async def test_oldest_pending_tasks_are_claimed_first_up_to_the_concurrency(star
 async def test_a_task_handed_off_by_start_task_wakes_the_worker(start_worker, settings):
     """With RUN_TASKS off start_task only hands over; the wake-up, not the poll, brings it."""
     settings.STREAMAPP = {**settings.STREAMAPP, "RUN_TASKS": False}
-    worker, reports = start_worker(poll_seconds=60)
+    _, reports = start_worker(poll_seconds=60)
     await reports.get()  # ready: joined the workers' group
     task = await ExampleTask.objects.acreate(message="handed", delay=0)
 

@@ -85,6 +85,15 @@ class Cluster:
             f"SELECT {', '.join(columns)} FROM {app_label}_{model} WHERE id = %s", int(pk)
         )
 
+    def orphan(self, key: str) -> None:
+        """Make the task look as a worker that died leaves it: running, its lease run out."""
+        app_label, model, pk = key.split(".")
+        self.database.fetchone(
+            f"UPDATE {app_label}_{model} SET status = 'running', attempts = 1, "
+            "lease_owner = 'dead-host:1:deadbeef', lease_expires_at = now() - interval '1 s' "
+            "WHERE id = %s RETURNING id", int(pk)
+        )
+
     def worker_running(self, key: str) -> Worker:
         owner, = self.row(key, "lease_owner")
         pid = int(owner.split(":")[1])
@@ -300,8 +309,19 @@ async def test_sigterm_to_a_worker_leaves_no_task_running(cluster, web):
         await ws.close()
 
 
-async def test_sigterm_to_daphne_running_tasks_ends_them_before_it_exits(cluster, web):
-    server = Daphne(cluster.env).start()  # runs tasks in-process: no lifespan, Twisted's hook
+async def test_daphne_running_tasks_sweeps_from_its_start_and_ends_its_tasks_on_sigterm(
+    cluster, web
+):
+    """Daphne has no lifespan: streamapp hooks Twisted's start-up and before-shutdown triggers."""
+    cluster.stop_workers()
+    orphan = cluster.create("demo.SlowTask")
+    cluster.orphan(orphan)  # left running by a worker that died; nobody sweeps yet
+    async with websockets.connect(url(web[0], orphan), open_timeout=10) as watcher:
+        assert (await frames_until(watcher, lambda f: True))[-1]["status"] == "running"
+        server = Daphne(cluster.env).start()  # runs tasks: sweeps at once, with no request
+        final = (await rest_of_stream(watcher))[-1]
+        assert final["status"] == "failed" and final["error"]["type"] == "WorkerLost"
+
     key = cluster.create("demo.SlowTask", "seconds=30")
     async with websockets.connect(url(web[0], key), open_timeout=10) as a:
         await frames_until(a, lambda f: f["type"] == "state")

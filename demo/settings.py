@@ -10,6 +10,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from streamapp.conf import from_environment
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "streamapp-demo-not-secret")
@@ -71,6 +73,8 @@ def database_from_environment():
             },
         }
     database = dj_database_url.parse(url, conn_max_age=0)
+    # A database that stops answering fails a connect in seconds instead of hanging a worker.
+    database.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
     database["TEST"] = {"NAME": os.environ.get("STREAMAPP_TEST_DB", "test_streamapp")}
     return database
 
@@ -94,6 +98,9 @@ CHANNEL_LAYERS = {"default": channel_layer_from_environment()}
 STREAMAPP = {
     # The demo lets anyone watch and cancel; a real site keeps the default (False).
     "OPEN_ACCESS": True,
+    # STREAMAPP_<NAME> environment variables, e.g. STREAMAPP_RUN_TASKS=0 for web processes
+    # that only serve sockets while `manage.py runtasks` workers execute the tasks.
+    **from_environment(),
 }
 
 AUTH_PASSWORD_VALIDATORS = []

@@ -5,3 +5,8 @@ class StreamAppConfig(AppConfig):
     name = "streamapp"
     verbose_name = "Stream tasks"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks, serving  # noqa: F401  (checks register themselves)
+
+        serving.install_daphne_hooks()

@@ -1,4 +1,4 @@
-"""The sending side of the channel layer: group names and the messages streamapp publishes.
+"""streamapp on the channel layer: group names, the messages it publishes, its listeners' loop.
 
 The layer is a doorbell, not a log: a publish may be dropped (a full channel, Redis away), so a
 failed publish is logged and swallowed; subscribers repair from the event log.
@@ -6,8 +6,9 @@ failed publish is logged and swallowed; subscribers repair from the event log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -71,3 +72,22 @@ async def send_control(key: str, message: dict[str, Any]) -> bool:
 async def wake_workers() -> bool:
     """Tell task workers a task became claimable, so none has to wait for its poll."""
     return await _group_send(WORKERS_GROUP, {"type": "workers.wake"})
+
+
+async def receive_forever(
+    layer: Any, channel: str, handle: Callable[[dict[str, Any]], None], what: str
+) -> None:
+    """Hand every message arriving on ``channel`` to ``handle``, until cancelled.
+
+    A failed receive (Redis away) is logged and retried after a second.
+    """
+    while True:
+        try:
+            message = await layer.receive(channel)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.warning("%s receive failed", what, exc_info=True)
+            await asyncio.sleep(1)
+            continue
+        handle(message)

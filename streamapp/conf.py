@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.signals import setting_changed
+
+from .exceptions import StreamAppConfigurationError
 
 DEFAULTS: dict[str, Any] = {
     # A subscriber to a pending task starts it (the SSE design did this).
@@ -19,8 +23,13 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_SECONDS": 5.0,
     # Default per-task timeout in seconds (None: no limit); a model's ``timeout`` wins.
     "DEFAULT_TIMEOUT": None,
-    # How long shutdown waits for running tasks before it cancels them.
+    # How long shutdown waits for running tasks before it cancels them (keep it below the
+    # grace period of whatever sends SIGTERM: docker and Kubernetes wait 10 s and 30 s).
     "SHUTDOWN_TIMEOUT": 10.0,
+    # runtasks workers: tasks run at once per worker, and how often a worker looks for pending
+    # tasks when no wake-up arrives through the channel layer (the fallback, not the path).
+    "WORKER_CONCURRENCY": 10,
+    "WORKER_POLL_SECONDS": 5.0,
     # Largest encoded event frame send_event accepts.
     "MAX_EVENT_BYTES": 16 * 1024 * 1024,
     # Event log retention: events kept per task, and seconds kept after the task ends.
@@ -66,3 +75,39 @@ def _reload(*, setting: str, **kwargs: Any) -> None:
 
 
 setting_changed.connect(_reload)
+
+ENV_PREFIX = "STREAMAPP_"
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _parse(name: str, raw: str) -> Any:
+    default = DEFAULTS[name]
+    text = raw.strip().lower()
+    if isinstance(default, bool):
+        if text in _TRUE | _FALSE:
+            return text in _TRUE
+        raise ValueError("expected 1/0, true/false, yes/no or on/off")
+    if isinstance(default, int):
+        return int(text)
+    if default is None and text in {"", "none"}:
+        return None
+    return float(text)
+
+
+def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """STREAMAPP values given as ``STREAMAPP_<NAME>`` environment variables, parsed.
+
+    For settings modules: one settings file can then serve web processes and workers, and
+    tests can hand short leases to their subprocesses.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name in DEFAULTS:
+        raw = environ.get(ENV_PREFIX + name)
+        if raw is None:
+            continue
+        try:
+            values[name] = _parse(name, raw)
+        except ValueError as exc:
+            raise StreamAppConfigurationError(f"{ENV_PREFIX}{name}={raw!r}: {exc}") from exc
+    return values

@@ -21,14 +21,14 @@ async def with_retries(
     operation: Callable[[], Awaitable[T]],
     *,
     what: str,
-    attempts: int = 6,
+    attempts: int = 10,
     first_delay: float = 0.05,
     max_delay: float = 2.0,
 ) -> T:
     """Run ``operation``; on a transient DB error drop the broken connection, back off, retry.
 
-    The last error propagates: after about ``first_delay * 2**attempts`` seconds the outage is
-    not brief any more and the caller must decide.
+    The last error propagates: after the default ten attempts (about 9 s of waiting, a database
+    restart or failover) the outage is not brief any more and the caller must decide.
     """
     delay = first_delay
     for attempt in range(1, attempts + 1):

@@ -6,6 +6,7 @@ row means the caller lost: it stops and does not argue.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
@@ -24,10 +25,19 @@ def _rows(task: StreamTask):
     return type(task)._default_manager.filter(pk=task.pk)
 
 
-async def claim(task: StreamTask, owner: str, lease_seconds: float) -> bool:
-    """Move a startable task to ``running`` owned by ``owner``; refresh ``task`` when won."""
+async def claim(
+    task: StreamTask,
+    owner: str,
+    lease_seconds: float,
+    statuses: Collection[str] = STARTABLE_STATUSES,
+) -> bool:
+    """Move ``task`` from one of ``statuses`` to ``running`` owned by ``owner``.
+
+    Refreshes ``task`` when won. A worker passes ``(PENDING,)`` only: a candidate it picked that
+    meanwhile ran and failed must not run again.
+    """
     now = timezone.now()
-    won = await _rows(task).filter(status__in=STARTABLE_STATUSES).aupdate(
+    won = await _rows(task).filter(status__in=list(statuses)).aupdate(
         status=Status.RUNNING,
         lease_owner=owner,
         lease_expires_at=now + timedelta(seconds=lease_seconds),
@@ -83,6 +93,21 @@ async def cancel_pending(task: StreamTask) -> bool:
         await _rows(task)
         .filter(status=Status.PENDING)
         .aupdate(status=Status.CANCELLED, completed_at=timezone.now(), revision=F("revision") + 1)
+    )
+
+
+async def requeue(task: StreamTask) -> bool:
+    """Make a failed or cancelled task ``pending`` again, for a worker to claim."""
+    return bool(
+        await _rows(task)
+        .filter(status__in=[Status.FAILED, Status.CANCELLED])
+        .aupdate(
+            status=Status.PENDING,
+            completed_at=None,
+            final_value=None,
+            error=None,
+            revision=F("revision") + 1,
+        )
     )
 
 

@@ -2,7 +2,8 @@
 
 One ``Run`` per task this process executes: the job (``process()`` under a timeout), its
 heartbeat, its EventStream and its signal mailbox. Process-wide background work (the control
-listener for cancel/signal messages and the sweeper of expired leases) starts on first use.
+listener for cancel/signal messages and the sweeper of expired leases) starts on first use, or
+with the server (streamapp.serving) or the worker (streamapp.worker).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -20,17 +22,20 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import close_old_connections
 
-from . import broadcast, eventlog, frames, leases
+from . import broadcast, eventlog, frames, handoff, leases
 from .conf import app_settings
 from .dbretry import with_retries
 from .events import EventStream
 from .keys import stream_task_models
-from .models import Status, StreamTask
+from .models import STARTABLE_STATUSES, Status, StreamTask
 
 logger = logging.getLogger("streamapp.runner")
 
 SHUTDOWN_ERROR = {"type": "WorkerShutdown", "message": "the worker shut down before the task ended"}
 WORKER_LOST_ERROR = {"type": "WorkerLost", "message": "the worker running the task stopped"}
+# How long a cancelled process() may take to clean up before cancel_task or shutdown stop
+# waiting for it; shutdown then records the outcome itself.
+CANCEL_GRACE_SECONDS = 5.0
 
 
 @dataclass
@@ -45,8 +50,8 @@ class Run:
     """One task executing in this process."""
 
     task: StreamTask
-    stream: EventStream
-    job: asyncio.Task[None] | None = None  # _execute: the whole run, with its bookkeeping
+    stream: EventStream | None = None  # set once the run has read the log's position
+    job: asyncio.Task[None] | None = None  # _execute: the whole run; None while still claiming
     work: asyncio.Task[Any] | None = None  # process() itself: what cancel and timeout stop
     heartbeat: asyncio.Task[None] | None = None
     stop_reason: str | None = None  # "cancel", "shutdown" or "lease_lost" once we stop it
@@ -60,10 +65,9 @@ class Run:
         return self.task.task_key
 
     def stop(self, reason: str) -> None:
-        """Cancel ``process()`` (now, or as soon as it is created) and remember why."""
-        if self.stop_reason is not None:
-            return
-        self.stop_reason = reason
+        """Cancel ``process()`` (now, or as soon as it is created); the first reason counts."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
         if self.work is not None:
             self.work.cancel()
 
@@ -95,21 +99,42 @@ class Coordinator:
     # -- public API -------------------------------------------------------------------------
 
     async def start_task(self, task: StreamTask) -> bool:
-        """Claim and start ``task`` here; False when it is already running or has completed."""
+        """Start ``task``; False when it is already running or has completed.
+
+        With ``RUN_TASKS`` on (the default) this process claims the task and runs it: True means
+        this call started it here. With ``RUN_TASKS`` off (web processes of a split deployment)
+        the task is handed to the ``runtasks`` workers instead: True means it now waits, pending,
+        for a worker, which has been woken (a failed or cancelled task is made pending again);
+        concurrent callers may all see True, and the task still runs once.
+        """
+        if not app_settings.RUN_TASKS:
+            return await handoff.hand_to_workers(task)
+        return await self._start(task, STARTABLE_STATUSES)
+
+    async def run_pending(self, task: StreamTask) -> bool:
+        """Claim ``task`` only if it is still pending and run it here: a worker's pick."""
+        return await self._start(task, (Status.PENDING,))
+
+    async def _start(self, task: StreamTask, statuses: tuple[str, ...]) -> bool:
         if not self._accepting:
             return False
         await self.ensure_started()
         key = task.task_key
         if key in self._runs:
             return False
-        lease = app_settings.LEASE_SECONDS
-        if not await leases.claim(task, self.owner, lease):
+        run = self._runs[key] = Run(task=task)
+        won = False
+        try:
+            # Join before claiming: a cancel or signal sent as soon as another process sees the
+            # task running must find us; the listener keeps it on this reserved run.
+            await self._join_control(key)
+            won = await leases.claim(task, self.owner, app_settings.LEASE_SECONDS, statuses)
+        finally:
+            if not won:
+                del self._runs[key]
+                await self._leave_control(key)
+        if not won:
             return False
-        stream = EventStream(key, await eventlog.current_seq(key), task.get_event_retention())
-        run = Run(task=task, stream=stream)
-        task._event_stream = stream  # send_event on this instance goes to this stream
-        self._runs[key] = run
-        await self._join_control(key)  # before returning: a signal sent next must find us
         run.job = asyncio.create_task(self._execute(run), name=f"streamapp:{key}")
         logger.info("task claimed key=%s owner=%s attempt=%d", key, self.owner, task.attempts,
                     extra={"task_key": key})
@@ -119,9 +144,9 @@ class Coordinator:
         """Cancel ``task`` wherever it runs; False when it had already ended."""
         key = task.task_key
         run = self._runs.get(key)
-        if run is not None:
+        if run is not None and run.job is not None:
             run.stop("cancel")
-            await asyncio.wait([run.job])
+            await asyncio.wait([run.job], timeout=CANCEL_GRACE_SECONDS)
             return True
         if await leases.cancel_pending(task):
             await task.arefresh_from_db()
@@ -142,25 +167,36 @@ class Coordinator:
 
     def is_task_running(self, task: StreamTask) -> bool:
         """Is ``task`` executing in this process?"""
-        return task.task_key in self._runs
+        return task.task_key in self.running_keys
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Stop claiming; let running tasks finish for ``timeout`` seconds, then cancel them."""
         self._accepting = False
         timeout = app_settings.SHUTDOWN_TIMEOUT if timeout is None else timeout
-        jobs = [run.job for run in self._runs.values() if run.job is not None]
-        if jobs:
-            logger.info("shutting down running=%d timeout=%s", len(jobs), timeout)
-            _, late = await asyncio.wait(jobs, timeout=timeout)
-            for run in list(self._runs.values()):
+        runs = [run for run in self._runs.values() if run.job is not None]
+        if runs:
+            logger.info("shutting down running=%d timeout=%s", len(runs), timeout)
+            _, late = await asyncio.wait([run.job for run in runs], timeout=timeout)
+            for run in runs:
                 run.stop("shutdown")
             if late:
-                await asyncio.wait(late)
+                _, stuck = await asyncio.wait(late, timeout=CANCEL_GRACE_SECONDS)
+                for run in runs:
+                    if run.job in stuck:
+                        await self._abandon(run)
         for job in self._background:
             job.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background.clear()
         self._control_channel = None
+
+    async def _abandon(self, run: Run) -> None:
+        """Record the shutdown outcome of a run whose ``process()`` swallows cancellation."""
+        logger.error("task ignores cancellation key=%s", run.key, extra={"task_key": run.key})
+        try:
+            await self._record(run, self._stopped_outcome(run))
+        except Exception:
+            logger.exception("could not record key=%s; a sweeper will", run.key)
 
     def reopen(self) -> None:
         """Accept tasks again after ``shutdown`` (tests and embedding code reuse one process)."""
@@ -168,7 +204,8 @@ class Coordinator:
 
     @property
     def running_keys(self) -> list[str]:
-        return list(self._runs)
+        """Keys of the tasks executing in this process (not those still being claimed)."""
+        return [key for key, run in self._runs.items() if run.job is not None]
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -193,15 +230,13 @@ class Coordinator:
         task, key = run.task, run.key
         run.heartbeat = asyncio.create_task(self._heartbeat(run), name=f"heartbeat:{key}")
         try:
-            await self._publish_state(task, task.revision, run.stream.seq)
-            outcome = await self._outcome_of(run)
-            try:
-                await run.stream.drain()
-            except Exception as exc:
-                if outcome.status == Status.COMPLETED:
-                    outcome = Outcome(Status.FAILED, error=error_of(exc))
+            outcome = await self._run_process(run)
             run.heartbeat.cancel()
             await self._record(run, outcome)
+        except Exception:
+            # The database stayed away longer than the retries: the lease is no longer renewed,
+            # so a sweeper ends the task when it expires.
+            logger.exception("task bookkeeping failed key=%s", key, extra={"task_key": key})
         finally:
             # Whatever happened, this process forgets the run; an unrecorded outcome leaves the
             # lease to expire and the sweeper to end the task.
@@ -211,6 +246,21 @@ class Coordinator:
             self._runs.pop(key, None)
             task._event_stream = None
             await self._leave_control(key)
+
+    async def _run_process(self, run: Run) -> Outcome:
+        """Open the task's event stream, run ``process()``, and flush what it sent."""
+        task, key = run.task, run.key
+        position = await with_retries(lambda: eventlog.current_seq(key), what="event log position")
+        run.stream = EventStream(key, position, task.get_event_retention())
+        task._event_stream = run.stream  # send_event on this instance goes to this stream
+        await self._publish_state(task, task.revision, run.stream.seq)
+        outcome = await self._outcome_of(run)
+        try:
+            await run.stream.drain()
+        except Exception as exc:
+            if outcome.status == Status.COMPLETED:
+                outcome = Outcome(Status.FAILED, error=error_of(exc))
+        return outcome
 
     async def _outcome_of(self, run: Run) -> Outcome:
         """Run ``process()`` under the task's timeout and say how it ended."""
@@ -227,13 +277,7 @@ class Coordinator:
         except asyncio.CancelledError:
             if run.stop_reason is None:
                 raise  # someone else cancelled us (the event loop is closing): let it through
-            if run.stop_reason == "cancel":
-                return Outcome(Status.CANCELLED)
-            if run.stop_reason == "shutdown":
-                if task.attempts < task.max_attempts:
-                    return Outcome(Status.PENDING, error=SHUTDOWN_ERROR)
-                return Outcome(Status.CANCELLED, error=SHUTDOWN_ERROR)
-            return Outcome("lease_lost")
+            return self._stopped_outcome(run)
         except TimeoutError as exc:
             if deadline.expired():
                 message = f"the task ran longer than its timeout of {timeout} s"
@@ -244,12 +288,23 @@ class Coordinator:
                            extra={"task_key": run.key})
             return Outcome(Status.FAILED, error=error_of(exc))
 
+    @staticmethod
+    def _stopped_outcome(run: Run) -> Outcome:
+        """How a run this process stopped ends: by cancel, by shutdown, or with its lease lost."""
+        if run.stop_reason == "cancel":
+            return Outcome(Status.CANCELLED)
+        if run.stop_reason == "shutdown":
+            if run.task.attempts < run.task.max_attempts:
+                return Outcome(Status.PENDING, error=SHUTDOWN_ERROR)
+            return Outcome(Status.CANCELLED, error=SHUTDOWN_ERROR)
+        return Outcome("lease_lost")
+
     async def _record(self, run: Run, outcome: Outcome) -> None:
         task, key = run.task, run.key
         if outcome.status == "lease_lost":
             logger.warning("lease lost, task abandoned key=%s", key, extra={"task_key": key})
             return
-        last_seq = run.stream.logged_seq
+        last_seq = run.stream.logged_seq if run.stream is not None else task.last_seq
         won = await with_retries(
             lambda: leases.finish(
                 task, self.owner, outcome.status, last_seq=last_seq,
@@ -265,22 +320,34 @@ class Coordinator:
         task.last_seq, task.revision = last_seq, task.revision + 1
         logger.info("task ended key=%s status=%s", key, outcome.status, extra={"task_key": key})
         await self._publish_state(task, task.revision, last_seq)
+        if outcome.status == Status.PENDING:
+            await broadcast.wake_workers()  # a retry: another worker should take it
         if outcome.status == Status.FAILED:
             await task.on_failure(outcome.error)
 
     async def _heartbeat(self, run: Run) -> None:
+        """Renew the lease; stop the run once the lease is lost or may have run out."""
         lease = app_settings.LEASE_SECONDS
+        held_until = time.monotonic() + lease
         while True:
             await asyncio.sleep(app_settings.HEARTBEAT_SECONDS)
+            asked_at = time.monotonic()
             try:
-                held = await leases.renew(run.task, self.owner, lease)
+                held = await with_retries(
+                    lambda: leases.renew(run.task, self.owner, lease), what="heartbeat",
+                    attempts=3,
+                )
             except Exception:
                 logger.warning("heartbeat failed key=%s", run.key, exc_info=True)
-                await sync_to_async(close_old_connections)()
-                continue
+                if time.monotonic() < held_until:
+                    continue
+                # Unrenewed past its end, the lease may be swept and the task run elsewhere:
+                # stop, so it never runs twice at once.
+                held = False
             if not held:
                 run.stop("lease_lost")
                 return
+            held_until = asked_at + lease
             await self._join_control(run.key)  # refresh the membership before group_expiry
 
     async def _publish_state(self, task: StreamTask, revision: int, seq: int) -> None:
@@ -307,7 +374,10 @@ class Coordinator:
             # from one Redis list per prefix, and a second prefix would make receivers of the
             # two lists take turns holding its receive lock (seconds of delay).
             self._control_channel = await layer.new_channel()
-            self._background.append(asyncio.create_task(self._listen(layer), name="control"))
+            listen = broadcast.receive_forever(
+                layer, self._control_channel, self._on_control, "control channel"
+            )
+            self._background.append(asyncio.create_task(listen, name="control"))
         self._background.append(asyncio.create_task(self._sweep_forever(), name="sweeper"))
 
     async def _join_control(self, key: str) -> None:
@@ -325,33 +395,24 @@ class Coordinator:
         except Exception:  # cancel/signal news may be missed; the task itself goes on
             logger.warning("control %s failed key=%s", operation, key, exc_info=True)
 
-    async def _listen(self, layer: Any) -> None:
+    def _on_control(self, message: dict[str, Any]) -> None:
         """Cancel and signal messages for tasks running here, from any process."""
-        while True:
-            try:
-                message = await layer.receive(self._control_channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("control channel receive failed", exc_info=True)
-                await asyncio.sleep(1)
-                continue
-            run = self._runs.get(message.get("task"))
-            if run is None:
-                continue
-            if message["type"] == "task.cancel":
-                run.stop("cancel")
-            elif message["type"] == "task.signal":
-                run.deliver_signal(message["name"], message.get("data"))
+        run = self._runs.get(message.get("task"))
+        if run is None:
+            return
+        if message["type"] == "task.cancel":
+            run.stop("cancel")
+        elif message["type"] == "task.signal":
+            run.deliver_signal(message["name"], message.get("data"))
 
     async def _sweep_forever(self) -> None:
         while True:
-            await asyncio.sleep(app_settings.SWEEP_SECONDS)
             try:
                 await self.sweep()
             except Exception:
                 logger.warning("sweep failed", exc_info=True)
                 await sync_to_async(close_old_connections)()
+            await asyncio.sleep(app_settings.SWEEP_SECONDS)
 
     async def sweep(self) -> int:
         """End or retry every running task whose lease expired; returns how many."""

@@ -1,16 +1,21 @@
-"""Real server processes for end-to-end tests: daphne (and later workers) as subprocesses.
+"""Real server processes for end-to-end tests: daphne and runtasks workers as subprocesses.
 
-A process is ready when its port accepts connections, never after a fixed sleep.
+A process is ready when its port accepts connections or it prints that it is, never after a
+fixed sleep.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,13 +56,107 @@ def server_env(database_name: str | None = None, **extra: str) -> dict[str, str]
     return env
 
 
-class Daphne:
+class ServerProcess:
+    """A subprocess whose output is read line by line as it comes, so a test can wait for a line.
+
+    Subclasses say which command to run and when the process counts as ready.
+    """
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.process: subprocess.Popen | None = None
+        self._lines: list[str] = []
+        self._output = threading.Condition()
+        self._reader: threading.Thread | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def wait_until_ready(self) -> None:
+        """Block until the process serves; the default is as soon as it runs."""
+
+    def launch(self):
+        """Start the process without waiting for it (see ``start_all``)."""
+        self.process = subprocess.Popen(
+            self.command(), cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def start(self):
+        self.launch().wait_until_ready()
+        return self
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._output:
+                self._lines.append(line)
+                self._output.notify_all()
+        with self._output:
+            self._output.notify_all()  # end of output: waiters stop waiting
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def output(self) -> str:
+        with self._output:
+            return "".join(self._lines)
+
+    def wait_for_line(self, text: str, timeout: float = 15) -> str:
+        """The first output line containing ``text``; raises when the process ends first."""
+        deadline = time.monotonic() + timeout
+        with self._output:
+            while True:
+                for line in self._lines:
+                    if text in line:
+                        return line
+                if self.process.poll() is not None and not self._reader.is_alive():
+                    raise RuntimeError(f"exited {self.process.returncode} before printing "
+                                       f"{text!r}:\n{''.join(self._lines)}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no line with {text!r} after {timeout} s:\n"
+                                       f"{''.join(self._lines)}")
+                self._output.wait(remaining)
+
+    async def line(self, text: str, timeout: float = 15) -> str:
+        """``wait_for_line`` without blocking the test's event loop."""
+        return await asyncio.to_thread(self.wait_for_line, text, timeout)
+
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 15) -> str:
+        """Send ``sig`` (None: none, it was sent) and wait for the exit, SIGKILL after
+        ``timeout``; returns the output."""
+        assert self.process is not None
+        if sig is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return self.output
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class Daphne(ServerProcess):
     """``with Daphne(env) as server:`` serves ``asgi:application`` on ``server.port``."""
 
     def __init__(self, env: dict[str, str], port: int | None = None) -> None:
-        self.env = env
+        super().__init__(env)
         self.port = port or free_port()
-        self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -67,32 +166,34 @@ class Daphne:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    def start(self) -> "Daphne":
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-             "asgi:application"],
-            cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+                "asgi:application"]
+
+    def wait_until_ready(self) -> None:
         wait_for_port(self.port, self.process)
-        return self
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> str:
-        """Stop the server; returns what it printed."""
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            output, _ = self.process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            output, _ = self.process.communicate()
-        return output or ""
 
-    def __enter__(self) -> "Daphne":
-        return self.start()
+class Worker(ServerProcess):
+    """``with Worker(env) as worker:`` runs ``manage.py runtasks``; ready once it listens."""
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        super().__init__(env)
+        self.args = args
+
+    def command(self) -> list[str]:
+        return [sys.executable, "manage.py", "runtasks", *self.args]
+
+    def wait_until_ready(self) -> None:
+        self.wait_for_line("worker ready", timeout=30)
+
+
+def start_all(*processes: ServerProcess) -> None:
+    """Start several processes side by side: their start-ups overlap."""
+    for process in processes:
+        process.launch()
+    for process in processes:
+        process.wait_until_ready()
 
 
 def manage(env: dict[str, str], *args: str, timeout: float = 60) -> str:
@@ -131,6 +232,16 @@ class ProcessDatabase:
             self._admin(f'CREATE DATABASE "{self.name}"')
         manage(self.env, "migrate", "--noinput", "-v", "0")
         return self
+
+    def fetchone(self, sql: str, *params: object) -> tuple | None:
+        """One row from this database, read outside Django (``%s`` placeholders)."""
+        if self.postgres:
+            import psycopg
+
+            with psycopg.connect(self.env["DATABASE_URL"], autocommit=True) as conn:
+                return conn.execute(sql, params).fetchone()
+        with closing(sqlite3.connect(self.name)) as conn:
+            return conn.execute(sql.replace("%s", "?"), params).fetchone()
 
     def drop(self) -> None:
         if self.postgres:

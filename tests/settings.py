@@ -1,14 +1,18 @@
 """Test settings: the demo settings plus test-only task models."""
 
 from demo.settings import *  # noqa: F403
+from streamapp.conf import from_environment
 
-INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp", "tests.runnerapp"]  # noqa: F405
 
 STREAMAPP = {
     "OPEN_ACCESS": True,
     # Short enough that lease tests finish quickly, long enough for a loaded 2-core CI.
     "LEASE_SECONDS": 30.0,
     "HEARTBEAT_SECONDS": 10.0,
+    # Subprocess tests hand short leases, sweeps and shutdown timeouts to their servers and
+    # workers as STREAMAPP_<NAME> environment variables.
+    **from_environment(),
 }
 
 # Fast hashing for test users.

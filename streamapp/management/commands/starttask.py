@@ -56,13 +56,18 @@ class Command(BaseCommand):
             self.stdout.write("Left pending: the first subscriber starts it.")
         else:
             status = asyncio.run(self.run_here(task))
-            self.stdout.write(f"Ran here and ended {status}.")
+            if status is None:
+                self.stdout.write("Handed to the runtasks workers (RUN_TASKS is off here).")
+            else:
+                self.stdout.write(f"Ran here and ended {status}.")
         self.stdout.write(task.task_key)
 
-    async def run_here(self, task: StreamTask) -> str:
-        """Run the task in this process until it ends, echoing its events."""
+    async def run_here(self, task: StreamTask) -> str | None:
+        """Run the task in this process until it ends; None when the workers run it."""
         if not await coordinator.start_task(task):
             raise CommandError(f"{task.task_key} could not be started")
+        if not coordinator.is_task_running(task):
+            return None
         await coordinator.wait_task(task)
         await coordinator.shutdown(timeout=0)
         await task.arefresh_from_db(fields=["status"])

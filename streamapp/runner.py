@@ -20,7 +20,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import close_old_connections
 
-from . import broadcast, eventlog, frames, leases
+from . import broadcast, eventlog, frames, leases, metrics
 from .conf import app_settings
 from .dbretry import with_retries
 from .events import EventStream
@@ -110,6 +110,7 @@ class Coordinator:
         task._event_stream = stream  # send_event on this instance goes to this stream
         self._runs[key] = run
         await self._join_control(key)  # before returning: a signal sent next must find us
+        metrics.task_started(key)
         run.job = asyncio.create_task(self._execute(run), name=f"streamapp:{key}")
         logger.info("task claimed key=%s owner=%s attempt=%d", key, self.owner, task.attempts,
                     extra={"task_key": key})
@@ -209,6 +210,7 @@ class Coordinator:
             if run.work is not None:
                 run.work.cancel()
             self._runs.pop(key, None)
+            metrics.task_stopped(key)
             task._event_stream = None
             await self._leave_control(key)
 
@@ -255,7 +257,7 @@ class Coordinator:
                 task, self.owner, outcome.status, last_seq=last_seq,
                 final_value=outcome.final_value, error=outcome.error,
             ),
-            what="final status",
+            what="final status", key=key,
         )
         if not won:
             logger.warning("lease lost before the outcome was recorded key=%s", key,
@@ -264,6 +266,7 @@ class Coordinator:
         task.status, task.final_value, task.error = outcome.status, outcome.final_value, outcome.error
         task.last_seq, task.revision = last_seq, task.revision + 1
         logger.info("task ended key=%s status=%s", key, outcome.status, extra={"task_key": key})
+        metrics.task_finished(key, outcome.status, task.started_at)
         await self._publish_state(task, task.revision, last_seq)
         if outcome.status == Status.FAILED:
             await task.on_failure(outcome.error)
@@ -275,7 +278,8 @@ class Coordinator:
             try:
                 held = await leases.renew(run.task, self.owner, lease)
             except Exception:
-                logger.warning("heartbeat failed key=%s", run.key, exc_info=True)
+                logger.warning("heartbeat failed key=%s", run.key, exc_info=True,
+                               extra={"task_key": run.key})
                 await sync_to_async(close_old_connections)()
                 continue
             if not held:
@@ -323,7 +327,8 @@ class Coordinator:
         try:
             await getattr(layer, operation)(broadcast.control_group(key), self._control_channel)
         except Exception:  # cancel/signal news may be missed; the task itself goes on
-            logger.warning("control %s failed key=%s", operation, key, exc_info=True)
+            logger.warning("control %s failed key=%s", operation, key, exc_info=True,
+                           extra={"task_key": key})
 
     async def _listen(self, layer: Any) -> None:
         """Cancel and signal messages for tasks running here, from any process."""
@@ -365,6 +370,7 @@ class Coordinator:
                                            error=WORKER_LOST_ERROR):
                     continue
                 count += 1
+                metrics.lease_expired(key, retry)
                 await task.arefresh_from_db()
                 logger.warning("lease expired key=%s retry=%s", key, retry,
                                extra={"task_key": key})

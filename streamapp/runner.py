@@ -8,6 +8,7 @@ listener for cancel/signal messages and the sweeper of expired leases) starts on
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import socket
@@ -111,7 +112,11 @@ class Coordinator:
         self._runs[key] = run
         await self._join_control(key)  # before returning: a signal sent next must find us
         metrics.task_started(key)
-        run.job = asyncio.create_task(self._execute(run), name=f"streamapp:{key}")
+        # A fresh context: the run outlives its caller, e.g. an admin request whose thread
+        # (asgiref's thread-sensitive executor) is gone once the response is sent.
+        run.job = asyncio.create_task(
+            self._execute(run), name=f"streamapp:{key}", context=contextvars.Context()
+        )
         logger.info("task claimed key=%s owner=%s attempt=%d", key, self.owner, task.attempts,
                     extra={"task_key": key})
         return True

@@ -51,7 +51,8 @@ def link(task) -> str:
 
 
 async def test_every_stream_task_model_is_registered():
-    for model in stream_task_models():
+    # (the runner tests define a proxy model at run time, after the admin was set up)
+    for model in [m for m in stream_task_models() if not m._meta.proxy]:
         assert isinstance(admin.site._registry[model], StreamTaskAdminMixin)
     assert register_stream_task_models() == []  # a second pass registers nothing twice
 

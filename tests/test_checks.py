@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 
 import pytest
+from django.apps import apps
 from django.core import checks
 from django.core.management import call_command
 from django.test import modify_settings, override_settings
 
+from demo.models import FailingTask
 from streamapp import checks as streamapp_checks
 
 IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -90,3 +92,26 @@ def test_manage_py_check_reports_the_warning():
     call_command("check", stdout=out, stderr=err)
     report = out.getvalue() + err.getvalue()
     assert "?: (streamapp.W004) STREAMAPP['LEASE_SECONDS'] (5) is not longer than" in report
+
+
+
+@pytest.fixture
+def proxy_task_model():
+    """A proxy StreamTask model with no migration of its own, removed from the registry after."""
+
+    class LoudFailingTask(FailingTask):
+        class Meta:
+            proxy = True
+            app_label = "demo"
+
+    yield LoudFailingTask
+    del apps.all_models["demo"]["loudfailingtask"]
+    apps.clear_cache()
+
+
+def test_a_proxy_is_judged_by_the_table_it_uses(proxy_task_model):
+    with override_settings(CHANNEL_LAYERS=IN_MEMORY):
+        assert ids() == []
+    with override_settings(MIGRATION_MODULES={"demo": "tests.partial_migrations"}):
+        warned = [m.obj for m in checks.run_checks() if m.id == "streamapp.W003"]
+    assert FailingTask in warned and proxy_task_model not in warned

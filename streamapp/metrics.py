@@ -123,12 +123,11 @@ def task_stopped(key: str) -> None:
     TASKS_RUNNING.labels(model=model_label(key)).dec()
 
 
-def task_finished(key: str, status: str, started_at: datetime | None) -> None:
+def task_finished(key: str, status: str, started_at: datetime) -> None:
     model = model_label(key)
     TASKS_FINISHED.labels(model=model, status=status).inc()
-    if started_at is not None:
-        elapsed = (timezone.now() - started_at).total_seconds()
-        TASK_DURATION.labels(model=model, status=status).observe(max(elapsed, 0.0))
+    elapsed = (timezone.now() - started_at).total_seconds()
+    TASK_DURATION.labels(model=model, status=status).observe(max(elapsed, 0.0))
 
 
 def lease_expired(key: str, retry: bool) -> None:

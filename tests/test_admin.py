@@ -13,7 +13,7 @@ from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db import connections
-from django.test import AsyncClient
+from django.test import AsyncClient, override_settings
 
 from streamapp.admin import StreamTaskAdmin, StreamTaskAdminMixin, register_stream_task_models
 from streamapp.coordinator import coordinator
@@ -55,6 +55,8 @@ async def test_every_stream_task_model_is_registered():
     for model in [m for m in stream_task_models() if not m._meta.proxy]:
         assert isinstance(admin.site._registry[model], StreamTaskAdminMixin)
     assert register_stream_task_models() == []  # a second pass registers nothing twice
+    with override_settings(STREAMAPP={"ADMIN_AUTO_REGISTER": False}):
+        assert register_stream_task_models(admin.AdminSite(name="bare")) == []
 
 
 async def test_list_filters_by_status_and_searches_by_key(staff_client):
@@ -70,6 +72,10 @@ async def test_list_filters_by_status_and_searches_by_key(staff_client):
 
     found = (await staff_client.get(CHANGELIST, {"q": other.task_key})).content.decode()
     assert link(other) in found and link(waiting) not in found
+    by_pk = (await staff_client.get(CHANGELIST, {"q": str(other.pk)})).content.decode()
+    assert link(other) in by_pk and link(waiting) not in by_pk
+    elsewhere = f"testapp.bursttask.{other.pk}"  # the same pk of another model: no match
+    assert link(other) not in (await staff_client.get(CHANGELIST, {"q": elsewhere})).content.decode()
     by_label = (await staff_client.get(CHANGELIST, {"q": "b"})).content.decode()
     assert link(cancelled) in by_label and link(waiting) not in by_label
 
@@ -100,6 +106,17 @@ async def test_cancel_action_cancels_a_running_task_through_the_coordinator(staf
     assert task.status == "cancelled"
     assert not coordinator.is_task_running(task)
     assert f"Cancelled: {task.task_key}." in response.content.decode()
+
+
+async def test_cancel_action_respects_the_models_can_cancel_hook(staff_client, monkeypatch):
+    monkeypatch.setattr(StepTask, "can_cancel", lambda self, user: False)
+    task = await StepTask.objects.acreate()
+    response = await post(
+        staff_client, CHANGELIST, {"action": "cancel_tasks", "_selected_action": [task.pk]}
+    )
+    assert "You may not cancel 1 of the selected tasks." in response.content.decode()
+    await task.arefresh_from_db()
+    assert task.status == "pending"
 
 
 async def test_run_again_restarts_an_ended_task_and_skips_a_completed_one(staff_client):

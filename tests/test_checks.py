@@ -13,6 +13,7 @@ from django.test import modify_settings, override_settings
 from demo.models import FailingTask
 from streamapp import checks as streamapp_checks
 
+NO_SUCH_BACKEND = {"default": {"BACKEND": "nowhere.ChannelLayer"}}
 IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 REDIS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
                      "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}}}
@@ -41,6 +42,12 @@ def test_in_memory_layer_in_a_runtasks_worker(worker_process):
     assert "this process is a `runtasks` worker" in warning.msg
     with override_settings(CHANNEL_LAYERS=REDIS):
         assert ids() == []
+
+
+def test_a_worker_without_an_in_memory_layer_is_not_warned(worker_process):
+    for layers in (REDIS, NO_SUCH_BACKEND, {}):
+        with override_settings(CHANNEL_LAYERS=layers):
+            assert "streamapp.W001" not in ids()
 
 
 def test_runtasks_on_the_command_line_is_recognised(monkeypatch):
@@ -77,6 +84,8 @@ def test_a_task_model_added_without_its_migration():
         "demo.FailingTask", "demo.SignalTask", "demo.SlowTask"
     ]
     assert warned[0].hint == "Run `manage.py makemigrations demo`."
+    only_testapp = streamapp_checks.check_task_models_migrated([apps.get_app_config("testapp")])
+    assert only_testapp == []
 
 
 @pytest.mark.parametrize("lease, heartbeat", [(5, 10), (10, 10)])

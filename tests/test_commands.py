@@ -90,6 +90,8 @@ async def test_listtasks_filters_by_model_and_status_as_a_table():
             ) == "No tasks match.\n"
     with pytest.raises(CommandError, match="no task model auth.user"):
         await command("listtasks", "--model", "auth.user")
+    with pytest.raises(CommandError, match="--limit must be at least 1"):
+        await command("listtasks", "--limit", "0")
 
 
 # -- tailtask ---------------------------------------------------------------------------------
@@ -144,6 +146,16 @@ async def test_tailtask_exits_non_zero_when_the_task_did_not_complete():
     assert out.getvalue().splitlines()[-1] == "== failed (seq 1) KeyError: 'failure on purpose'"
     with pytest.raises(CommandError, match="no task testapp.steptask.999999"):
         await command("tailtask", "testapp.steptask.999999")
+
+
+async def test_tailtask_says_when_the_log_no_longer_holds_the_first_events():
+    task = await BurstTask.objects.acreate(count=10)
+    await run_to_end(task)
+    assert await eventlog.trim(task.task_key, keep=3) == 7
+    lines = (await command("tailtask", task.task_key)).splitlines()
+    assert lines[0] == "! history_truncated: events 1-7 are no longer kept"
+    assert lines[1:] == ['#8 tick {"i": 8}', '#9 tick {"i": 9}', '#10 tick {"i": 10}',
+                         "== completed (seq 10) final_value=10"]
 
 
 # -- cleanup_tasks ----------------------------------------------------------------------------

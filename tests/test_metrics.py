@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamapp import broadcast, leases
 from streamapp.coordinator import coordinator
 from tests.helpers import receive_until, receive_until_closed
-from tests.processes import Daphne, manage
+from tests.processes import Daphne, manage, server_env
 from tests.testapp.models import BurstTask, ErrorTask, StepTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -125,15 +125,19 @@ async def test_a_dropped_layer_message_counts_a_gap_repair_and_log_deliveries(
     await task.send_signal("step", "stop")
 
 
-async def test_an_expired_lease_counts_a_worker_lost():
+@pytest.mark.parametrize("max_attempts, outcome, finished", [(1, "failed", 1), (2, "retry", 0)])
+async def test_an_expired_lease_counts_a_worker_lost(monkeypatch, max_attempts, outcome, finished):
+    monkeypatch.setattr(StepTask, "max_attempts", max_attempts)
     task = await StepTask.objects.acreate()
     assert await leases.claim(task, "a-worker-that-died", lease_seconds=-1)
     before = await scrape()
     assert await coordinator.sweep() == 1
     change = Change(before, await scrape())
     model = "testapp.steptask"
-    assert change("streamapp_lease_expiries_total", model=model, outcome="failed") == 1
-    assert change("streamapp_tasks_finished_total", model=model, status="failed") == 1
+    assert change("streamapp_lease_expiries_total", model=model, outcome=outcome) == 1
+    assert change("streamapp_tasks_finished_total", model=model, status="failed") == finished
+    await task.arefresh_from_db()
+    assert task.status == ("pending" if outcome == "retry" else "failed")
 
 
 @override_settings(STREAMAPP={"OPEN_ACCESS": True, "MAX_SUBSCRIPTIONS": 1})
@@ -148,6 +152,14 @@ async def test_a_rate_limited_subscription_is_counted(communicator_for):
     change = Change(before, await scrape())
     assert change("streamapp_rate_limit_rejections_total", limit="subscriptions") == 1
     await coordinator.cancel_task(first)
+
+
+def test_a_missing_multiprocess_directory_stops_start_up_with_a_clear_error(tmp_path):
+    missing = tmp_path / "not-created"
+    env = server_env(PROMETHEUS_MULTIPROC_DIR=str(missing))
+    with pytest.raises(RuntimeError) as failed:
+        manage(env, "check")
+    assert f"PROMETHEUS_MULTIPROC_DIR='{missing}' is not a directory: create it" in str(failed.value)
 
 
 @pytest.mark.slow

@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin.apps import AdminConfig
-from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import QuerySet

@@ -70,7 +70,9 @@ class EventStream:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
-                await with_retries(lambda: eventlog.append(self.key, batch), what="event log", key=self.key)
+                await with_retries(
+                    lambda: eventlog.append(self.key, batch), what="event log", key=self.key
+                )
                 self.logged_seq = batch[-1].seq
                 await broadcast.publish_events(self.key, [(e.seq, e.frame) for e in batch])
                 metrics.events_sent(self.key, len(batch))

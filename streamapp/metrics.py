@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from functools import lru_cache
+from functools import cache
 
 from django.utils import timezone
 from prometheus_client import (
@@ -25,8 +25,8 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
-from prometheus_client import multiprocess
 
 from .exceptions import StreamAppConfigurationError
 
@@ -103,7 +103,7 @@ def model_label(key: str) -> str:
     return key.rpartition(".")[0]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _events_sent_child(model: str) -> Counter:
     return EVENTS_SENT.labels(model=model)
 
@@ -137,7 +137,7 @@ def lease_expired(key: str, retry: bool) -> None:
         TASKS_FINISHED.labels(model=model, status="failed").inc()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rate_limit_child(limit: str) -> Counter:
     return RATE_LIMIT_REJECTIONS.labels(limit=limit)
 

@@ -40,7 +40,9 @@ def _preview(frame: str) -> str:
     return text if len(text) <= DATA_PREVIEW_CHARS else text[:DATA_PREVIEW_CHARS] + "…"
 
 
-async def _each(tasks: list[StreamTask], operation: Callable[[StreamTask], Awaitable[bool]]):
+async def _each(
+    tasks: list[StreamTask], operation: Callable[[StreamTask], Awaitable[bool]]
+) -> tuple[list[str], list[str]]:
     """Keys of the tasks ``operation`` said yes to, and of the rest."""
     done, skipped = [], []
     for task in tasks:

@@ -12,7 +12,7 @@ from typing import Any
 
 from channels.layers import BaseChannelLayer
 
-from streamapp import broadcast, eventlog, frames
+from streamapp import broadcast, eventlog, frames, metrics
 from streamapp.models import FINAL_STATUSES, StreamTask
 from streamapp.state import task_state
 
@@ -39,6 +39,7 @@ class Subscription:
     async def open(self, since: int | None) -> list[dict[str, Any]]:
         """Join, send ``state``, replay; returns error frames the caller should also send."""
         notes: list[dict[str, Any]] = []
+        metrics.SUBSCRIPTIONS.inc()
         if self.layer is not None:
             await self.layer.group_add(broadcast.task_group(self.key), self.channel)
         await self.task.arefresh_from_db()  # after joining: no state change can slip between
@@ -49,6 +50,7 @@ class Subscription:
             latest = await eventlog.latest(self.key)
             if latest is not None:
                 await self.send(latest[1])
+                metrics.EVENTS_DELIVERED_FROM_LOG.inc()
             self.last_seq = state["seq"]
             return notes
         if since > state["seq"]:
@@ -64,6 +66,7 @@ class Subscription:
         return notes
 
     async def close(self) -> None:
+        metrics.SUBSCRIPTIONS.dec()
         if self.layer is not None:
             await self.layer.group_discard(broadcast.task_group(self.key), self.channel)
 
@@ -72,8 +75,10 @@ class Subscription:
             if seq <= self.last_seq:
                 continue
             if seq > self.last_seq + 1:
+                metrics.GAP_REPAIRS.inc()
                 await self._fill(seq - 1)
             await self.send(frame)
+            metrics.EVENTS_DELIVERED_LIVE.inc()
             self.last_seq = seq
 
     async def on_state(self, message: dict[str, Any]) -> bool:
@@ -81,6 +86,7 @@ class Subscription:
         if message["revision"] <= self.revision:
             return False
         if message["seq"] > self.last_seq:
+            metrics.GAP_REPAIRS.inc()
             await self._fill(message["seq"])  # the final state comes after the last event
         self.revision, self.status = message["revision"], message["status"]
         await self.send(message["frame"])
@@ -103,5 +109,6 @@ class Subscription:
             )))
         for _, frame in rows:
             await self.send(frame)
+        metrics.EVENTS_DELIVERED_FROM_LOG.inc(len(rows))
         self.last_seq = upto
         return len(rows)

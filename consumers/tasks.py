@@ -13,7 +13,7 @@ from channels.consumer import get_handler_name
 from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from streamapp import frames
+from streamapp import frames, metrics
 from streamapp.conf import app_settings
 from streamapp.coordinator import coordinator
 from streamapp.exceptions import UnknownTask
@@ -53,6 +53,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.subscriptions: dict[str, Subscription] = {}
         self.user = self.scope.get("user")
+        metrics.SOCKETS_CONNECTED.inc()
         await super().websocket_connect(message)
 
     # -- sending ----------------------------------------------------------------------------
@@ -134,6 +135,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         """Hook: a state frame went out on ``subscription``."""
 
     async def disconnect(self, code: int) -> None:
+        metrics.SOCKETS_CONNECTED.dec()
         await self.unsubscribe_all()
 
 
@@ -207,6 +209,7 @@ class MultiTaskConsumer(TaskSocketConsumer):
             await self.cancel(task)
             return
         if key not in self.subscriptions and len(self.subscriptions) >= app_settings.MAX_SUBSCRIPTIONS:
+            metrics.rate_limited("subscriptions")
             raise ProtocolError(
                 "rate_limited",
                 f"a socket may hold {app_settings.MAX_SUBSCRIPTIONS} subscriptions",

@@ -1,4 +1,6 @@
-from django.apps import AppConfig
+import atexit
+
+from django.apps import AppConfig, apps
 
 
 class StreamAppConfig(AppConfig):
@@ -7,6 +9,12 @@ class StreamAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, serving  # noqa: F401  (checks register themselves)
+        from . import checks, metrics, serving  # noqa: F401  (checks register themselves)
 
         serving.install_daphne_hooks()
+        if metrics.multiprocess_dir() is not None:
+            atexit.register(metrics.forget_this_process)
+        if apps.is_installed("django.contrib.admin"):
+            from .admin import register_stream_task_models
+
+            register_stream_task_models()

@@ -38,7 +38,8 @@ async def _group_send(group: str, message: dict[str, Any]) -> bool:
     try:
         await layer.group_send(group, message)
     except Exception:  # the layer only carries news; the log and the DB stay right
-        logger.warning("group_send failed group=%s type=%s", group, message["type"], exc_info=True)
+        logger.warning("group_send failed group=%s type=%s", group, message["type"], exc_info=True,
+                       extra={"task_key": message.get("task")})
         return False
     return True
 

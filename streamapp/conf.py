@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "CONVERGE_SECONDS": 5.0,
     # Anyone, signed in or not, may watch and cancel every task (the demo settings turn it on).
     "OPEN_ACCESS": False,
+    # Register every StreamTask model the project did not register itself in the Django admin.
+    "ADMIN_AUTO_REGISTER": True,
 }
 
 

@@ -21,14 +21,16 @@ async def with_retries(
     operation: Callable[[], Awaitable[T]],
     *,
     what: str,
+    key: str | None = None,
     attempts: int = 10,
     first_delay: float = 0.05,
     max_delay: float = 2.0,
 ) -> T:
     """Run ``operation``; on a transient DB error drop the broken connection, back off, retry.
 
-    The last error propagates: after the default ten attempts (about 9 s of waiting, a database
-    restart or failover) the outage is not brief any more and the caller must decide.
+    ``key`` names the task the write is for, in the log records (``extra``). The last error
+    propagates: after the default ten attempts (about 9 s of waiting, a database restart or
+    failover) the outage is not brief any more and the caller must decide.
     """
     delay = first_delay
     for attempt in range(1, attempts + 1):
@@ -38,7 +40,8 @@ async def with_retries(
             if attempt == attempts:
                 raise
             logger.warning(
-                "database error, retrying what=%s attempt=%d error=%s", what, attempt, exc
+                "database error, retrying what=%s key=%s attempt=%d error=%s",
+                what, key, attempt, exc, extra={"task_key": key},
             )
             await sync_to_async(close_old_connections)()
             await asyncio.sleep(delay)

@@ -66,3 +66,14 @@ async def trim(key: str, keep: int) -> int:
 async def delete(keys: Sequence[str]) -> int:
     deleted, _ = await TaskEvent.objects.filter(task_key__in=list(keys)).adelete()
     return deleted
+
+
+async def count(keys: Sequence[str]) -> int:
+    """How many events the log holds for these tasks."""
+    return await TaskEvent.objects.filter(task_key__in=list(keys)).acount()
+
+
+def recent(key: str, limit: int) -> list[LoggedEvent]:
+    """The newest ``limit`` events of a task, newest first (sync: the admin pages read it)."""
+    rows = TaskEvent.objects.filter(task_key=key).order_by("-seq")[:limit]
+    return [LoggedEvent(row.seq, row.name, row.frame, row.created_at) for row in rows]

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from . import broadcast, eventlog, frames
+from . import broadcast, eventlog, frames, metrics
 from .conf import app_settings
 from .dbretry import with_retries
 from .eventlog import LoggedEvent
@@ -70,12 +70,16 @@ class EventStream:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
-                await with_retries(lambda: eventlog.append(self.key, batch), what="event log")
+                await with_retries(
+                    lambda: eventlog.append(self.key, batch), what="event log", key=self.key
+                )
                 self.logged_seq = batch[-1].seq
                 await broadcast.publish_events(self.key, [(e.seq, e.frame) for e in batch])
+                metrics.events_sent(self.key, len(batch))
                 await self._trim_if_due()
         except Exception as exc:
-            logger.error("event log write failed key=%s", self.key, exc_info=True)
+            logger.error("event log write failed key=%s", self.key, exc_info=True,
+                         extra={"task_key": self.key})
             self._error = exc
             self._queue.clear()
         finally:

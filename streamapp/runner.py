@@ -9,6 +9,7 @@ with the server (streamapp.serving) or the worker (streamapp.worker).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import socket
@@ -22,7 +23,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import close_old_connections
 
-from . import broadcast, eventlog, frames, handoff, leases
+from . import broadcast, eventlog, frames, handoff, leases, metrics
 from .conf import app_settings
 from .dbretry import with_retries
 from .events import EventStream
@@ -135,7 +136,12 @@ class Coordinator:
                 await self._leave_control(key)
         if not won:
             return False
-        run.job = asyncio.create_task(self._execute(run), name=f"streamapp:{key}")
+        metrics.task_started(key)
+        # A fresh context: the run outlives its caller, e.g. an admin request whose thread
+        # (asgiref's thread-sensitive executor) is gone once the response is sent.
+        run.job = asyncio.create_task(
+            self._execute(run), name=f"streamapp:{key}", context=contextvars.Context()
+        )
         logger.info("task claimed key=%s owner=%s attempt=%d", key, self.owner, task.attempts,
                     extra={"task_key": key})
         return True
@@ -244,6 +250,7 @@ class Coordinator:
             if run.work is not None:
                 run.work.cancel()
             self._runs.pop(key, None)
+            metrics.task_stopped(key)
             task._event_stream = None
             await self._leave_control(key)
 
@@ -310,7 +317,7 @@ class Coordinator:
                 task, self.owner, outcome.status, last_seq=last_seq,
                 final_value=outcome.final_value, error=outcome.error,
             ),
-            what="final status",
+            what="final status", key=key,
         )
         if not won:
             logger.warning("lease lost before the outcome was recorded key=%s", key,
@@ -319,6 +326,7 @@ class Coordinator:
         task.status, task.final_value, task.error = outcome.status, outcome.final_value, outcome.error
         task.last_seq, task.revision = last_seq, task.revision + 1
         logger.info("task ended key=%s status=%s", key, outcome.status, extra={"task_key": key})
+        metrics.task_finished(key, outcome.status, task.started_at)
         await self._publish_state(task, task.revision, last_seq)
         if outcome.status == Status.PENDING:
             await broadcast.wake_workers()  # a retry: another worker should take it
@@ -338,7 +346,8 @@ class Coordinator:
                     attempts=3,
                 )
             except Exception:
-                logger.warning("heartbeat failed key=%s", run.key, exc_info=True)
+                logger.warning("heartbeat failed key=%s", run.key, exc_info=True,
+                               extra={"task_key": run.key})
                 if time.monotonic() < held_until:
                     continue
                 # Unrenewed past its end, the lease may be swept and the task run elsewhere:
@@ -393,7 +402,8 @@ class Coordinator:
         try:
             await getattr(layer, operation)(broadcast.control_group(key), self._control_channel)
         except Exception:  # cancel/signal news may be missed; the task itself goes on
-            logger.warning("control %s failed key=%s", operation, key, exc_info=True)
+            logger.warning("control %s failed key=%s", operation, key, exc_info=True,
+                           extra={"task_key": key})
 
     def _on_control(self, message: dict[str, Any]) -> None:
         """Cancel and signal messages for tasks running here, from any process."""
@@ -426,6 +436,7 @@ class Coordinator:
                                            error=WORKER_LOST_ERROR):
                     continue
                 count += 1
+                metrics.lease_expired(key, retry)
                 await task.arefresh_from_db()
                 logger.warning("lease expired key=%s retry=%s", key, retry,
                                extra={"task_key": key})

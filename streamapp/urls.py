@@ -9,5 +9,6 @@ app_name = "streamapp"
 urlpatterns = [
     path("health", views.health, name="health"),
     path("ready", views.ready, name="ready"),
+    path("metrics", views.metrics_view, name="metrics"),
     path("tasks/<str:app_label>/<str:model>/<str:pk>/", views.task_state_view, name="task-state"),
 ]

@@ -1,11 +1,11 @@
-"""HTTP endpoints: liveness, readiness, and a task's state without a socket."""
+"""HTTP endpoints: liveness, readiness, metrics, and a task's state without a socket."""
 
 from __future__ import annotations
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from . import frames
+from . import frames, metrics
 from .exceptions import UnknownTask
 from .keys import aget_task, canonical_key, stream_task_model
 from .readiness import readiness_problems
@@ -23,6 +23,12 @@ async def ready(request: HttpRequest) -> HttpResponse:
     if problems:
         return JsonResponse({"ready": False, "problems": problems}, status=503)
     return JsonResponse({"ready": True})
+
+
+async def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus exposition; collected in a thread (multiprocess mode reads files)."""
+    body, content_type = await sync_to_async(metrics.exposition, thread_sensitive=False)()
+    return HttpResponse(body, content_type=content_type)
 
 
 async def task_state_view(request: HttpRequest, app_label: str, model: str, pk: str) -> JsonResponse:

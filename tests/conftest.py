@@ -13,6 +13,7 @@ from channels.testing import WebsocketCommunicator
 from streamapp.coordinator import coordinator
 
 from .helpers import task_path
+from .processes import ProcessDatabase
 
 USING_REDIS = bool(os.environ.get("REDIS_URL"))
 USING_POSTGRES = bool(os.environ.get("DATABASE_URL"))
@@ -38,6 +39,15 @@ async def clean_runtime():
     # The async ORM's worker thread holds its own connection: close it so the test database
     # can be flushed and dropped.
     await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture
+def process_db(tmp_path):
+    """A migrated database of its own for tests whose servers run in subprocesses."""
+    tag = os.environ.get("STREAMAPP_TEST_DB", "test_streamapp")
+    database = ProcessDatabase(tmp_path, f"{tag}_e2e").create()
+    yield database
+    database.drop()
 
 
 @pytest.fixture

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import websockets
 
-from tests.processes import Daphne, ProcessDatabase, manage
+from tests.processes import Daphne, manage
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def process_db(tmp_path):
-    tag = os.environ.get("STREAMAPP_TEST_DB", "test_streamapp")
-    database = ProcessDatabase(tmp_path, f"{tag}_e2e").create()
-    yield database
-    database.drop()
 
 
 async def test_a_websocket_client_watches_an_example_task_from_start_to_final_state(process_db):

@@ -11,7 +11,11 @@ from django.core.management.base import CommandError
 
 from demo.models import ExampleTask, SlowTask
 from streamapp import leases
-from streamapp.checks import check_runner_settings
+from streamapp.checks import (
+    check_channel_layer_spans_processes,
+    check_lease_outlives_heartbeat,
+    check_runner_settings,
+)
 from streamapp.conf import from_environment
 from streamapp.exceptions import StreamAppConfigurationError
 from tests.conftest import USING_REDIS
@@ -90,10 +94,11 @@ def test_checks_refuse_lease_settings_that_cannot_work(settings):
     assert check_runner_settings() == []
     settings.STREAMAPP = {**settings.STREAMAPP, "LEASE_SECONDS": 5, "HEARTBEAT_SECONDS": 5,
                           "SWEEP_SECONDS": 0, "SHUTDOWN_TIMEOUT": 0}
-    assert [m.id for m in check_runner_settings()] == ["streamapp.E001", "streamapp.E002"]
+    assert [m.id for m in check_runner_settings()] == ["streamapp.E002"]
+    assert [m.id for m in check_lease_outlives_heartbeat()] == ["streamapp.W004"]
 
 
 def test_checks_warn_when_web_processes_hand_off_over_an_in_memory_layer(settings):
     settings.STREAMAPP = {**settings.STREAMAPP, "RUN_TASKS": False}
     expected = [] if USING_REDIS else ["streamapp.W001"]
-    assert [m.id for m in check_runner_settings()] == expected
+    assert [m.id for m in check_channel_layer_spans_processes()] == expected

@@ -6,6 +6,7 @@ import asyncio
 
 from django.core.management.base import BaseCommand
 
+from streamapp.checks import mark_worker_process
 from streamapp.conf import app_settings
 from streamapp.worker import Worker
 
@@ -15,6 +16,13 @@ class Command(BaseCommand):
         "Run pending StreamTasks of every model until SIGTERM/SIGINT, which stops claiming and "
         "ends the running ones within STREAMAPP['SHUTDOWN_TIMEOUT']."
     )
+
+    def execute(self, *args, **options):
+        mark_worker_process()  # before the system checks: tasks run apart from the sockets
+        try:
+            return super().execute(*args, **options)
+        finally:
+            mark_worker_process(False)
 
     def add_arguments(self, parser):
         parser.add_argument(

@@ -1,0 +1,170 @@
+"""Every Prometheus metric streamapp exports, and the one-line hooks the rest of the code calls.
+
+The hot paths (events sent, events delivered to sockets) use label children bound once: a
+pre-bound child for fixed labels, and children cached per model label for ``{model}``, so no
+per-event label lookup happens.
+
+Several processes: each process counts its own. Scrape every process (``/metrics`` on each), or
+set ``PROMETHEUS_MULTIPROC_DIR`` before the processes start: prometheus-client then keeps the
+values in files there and ``/metrics`` on any process serves the sum over all of them
+(docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from functools import cache
+
+from django.utils import timezone
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from .exceptions import StreamAppConfigurationError
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+# prometheus-client opens its files as the metrics below are defined: say what is wrong first.
+if multiprocess_dir() is not None and not os.path.isdir(multiprocess_dir()):
+    raise StreamAppConfigurationError(
+        f"{MULTIPROC_ENV}={multiprocess_dir()!r} is not a directory: create it before the "
+        "processes start (prometheus-client's multiprocess mode keeps its files there), or unset it"
+    )
+
+TASKS_STARTED = Counter(
+    "streamapp_tasks_started", "Task runs this process claimed and started.", ["model"]
+)
+TASKS_FINISHED = Counter(
+    "streamapp_tasks_finished",
+    "Task runs whose outcome this process recorded, by status (a lost worker's task counts in "
+    "the process whose sweeper ended it; 'pending' means requeued for a retry).",
+    ["model", "status"],
+)
+TASKS_RUNNING = Gauge(
+    "streamapp_tasks_running", "Tasks executing right now.", ["model"], multiprocess_mode="livesum"
+)
+TASK_DURATION = Histogram(
+    "streamapp_task_duration_seconds",
+    "Wall time from claim to recorded outcome.",
+    ["model", "status"],
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, float("inf")),
+)
+EVENTS_SENT = Counter(
+    "streamapp_events_sent", "Events logged and announced on the channel layer.", ["model"]
+)
+EVENTS_DELIVERED = Counter(
+    "streamapp_events_delivered",
+    "Event frames sent to WebSocket clients: live from the layer, or read from the log "
+    "(replays and gap repairs).",
+    ["source"],
+)
+EVENTS_DELIVERED_LIVE = EVENTS_DELIVERED.labels(source="live")
+EVENTS_DELIVERED_FROM_LOG = EVENTS_DELIVERED.labels(source="log")
+SOCKETS_CONNECTED = Gauge(
+    "streamapp_sockets_connected", "Open task WebSockets.", multiprocess_mode="livesum"
+)
+SUBSCRIPTIONS = Gauge(
+    "streamapp_subscriptions",
+    "Task subscriptions held by open sockets.",
+    multiprocess_mode="livesum",
+)
+GAP_REPAIRS = Counter(
+    "streamapp_gap_repairs",
+    "Times a socket saw a seq gap in live news (a dropped layer message) and filled it from "
+    "the log.",
+)
+LEASE_EXPIRIES = Counter(
+    "streamapp_lease_expiries",
+    "Running tasks whose lease ran out (WorkerLost), by what the sweeper did.",
+    ["model", "outcome"],
+)
+RATE_LIMIT_REJECTIONS = Counter(
+    "streamapp_rate_limit_rejections",
+    "Client actions or connections refused for going over a limit.",
+    ["limit"],
+)
+
+
+def model_label(key: str) -> str:
+    """``app_label.model`` of a task key: the ``model`` label of every per-model metric."""
+    return key.rpartition(".")[0]
+
+
+@cache
+def _events_sent_child(model: str) -> Counter:
+    return EVENTS_SENT.labels(model=model)
+
+
+def events_sent(key: str, count: int) -> None:
+    _events_sent_child(model_label(key)).inc(count)
+
+
+def task_started(key: str) -> None:
+    model = model_label(key)
+    TASKS_STARTED.labels(model=model).inc()
+    TASKS_RUNNING.labels(model=model).inc()
+
+
+def task_stopped(key: str) -> None:
+    """The run left this process, whether or not its outcome was recorded."""
+    TASKS_RUNNING.labels(model=model_label(key)).dec()
+
+
+def task_finished(key: str, status: str, started_at: datetime) -> None:
+    model = model_label(key)
+    TASKS_FINISHED.labels(model=model, status=status).inc()
+    elapsed = (timezone.now() - started_at).total_seconds()
+    TASK_DURATION.labels(model=model, status=status).observe(max(elapsed, 0.0))
+
+
+def lease_expired(key: str, retry: bool) -> None:
+    model = model_label(key)
+    LEASE_EXPIRIES.labels(model=model, outcome="retry" if retry else "failed").inc()
+    if not retry:
+        TASKS_FINISHED.labels(model=model, status="failed").inc()
+
+
+@cache
+def _rate_limit_child(limit: str) -> Counter:
+    return RATE_LIMIT_REJECTIONS.labels(limit=limit)
+
+
+def rate_limited(limit: str) -> None:
+    """Count one refusal by the limit named ``limit`` (e.g. "subscriptions", "messages")."""
+    _rate_limit_child(limit).inc()
+
+
+# -- exposition -------------------------------------------------------------------------------
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text ``/metrics`` serves and its content type.
+
+    In multiprocess mode a fresh registry collects every process's files; otherwise this
+    process's default registry (with the client's process and platform collectors).
+    """
+    if multiprocess_dir() is None:
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def forget_this_process() -> None:
+    """At exit in multiprocess mode: drop this process's live gauges (running, sockets)."""
+    path = multiprocess_dir()
+    if path is not None:
+        multiprocess.mark_process_dead(os.getpid(), path)

@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import redis
@@ -16,7 +17,7 @@ import redis
 from . import report
 from .run import run_benchmark
 from .server import ROOT, ServerConfig, raise_fd_limit
-from .sizes import LAYERS, SIZES
+from .sizes import LAYERS, SIZES, FanOut
 
 DEFAULT_OUT = ROOT / "bench" / "results"
 DOCS = ROOT / "docs"
@@ -32,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="tiny sizes, in-memory and Redis layers only (for CI)")
     parser.add_argument("--layers", type=lambda text: tuple(text.split(",")),
                         help=f"comma-separated subset of {','.join(LAYERS)}")
+    parser.add_argument("--fanout", action="append", type=fan_out, metavar="TASKSxSUBSCRIBERS",
+                        help="only these fan-outs, e.g. --fanout 1x100 (repeatable)")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL")
                         or "redis://127.0.0.1:6379/0")
     parser.add_argument("--database-url", help="PostgreSQL for the event log (default: SQLite "
@@ -45,15 +48,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     unknown = set(args.layers or ()) - set(LAYERS)
     if unknown:
-        parser.error(f"unknown layers {', '.join(sorted(unknown))}; choose from {', '.join(LAYERS)}")
+        parser.error(f"unknown layers {', '.join(sorted(unknown))}; "
+                     f"choose from {', '.join(LAYERS)}")
     return args
+
+
+def fan_out(text: str) -> FanOut:
+    tasks, _, subscribers = text.partition("x")
+    try:
+        return FanOut(int(tasks), int(subscribers))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected TASKSxSUBSCRIBERS like 1x100, got {text!r}"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = SIZES[args.size]
     if args.layers:
-        sizes = sizes.__class__(**{**sizes.__dict__, "layers": args.layers})
+        sizes = replace(sizes, layers=args.layers)
+    if args.fanout:
+        sizes = replace(sizes, fanouts=tuple(args.fanout))
     raise_fd_limit()  # the daphne subprocesses inherit it
     prefix = f"bench{uuid.uuid4().hex[:10]}"  # every Redis key of this run starts with it
     uses_redis = any(layer != "memory" for layer in sizes.layers)

@@ -9,13 +9,20 @@ from typing import Any
 
 from .clients import Audience
 from .server import (
-    BenchServer, CpuSampler, ServerConfig, cpu_seconds, rss_bytes, wait_until_idle,
+    CLOCK_TICKS,
+    BenchServer,
+    CpuSampler,
+    ServerConfig,
+    cpu_seconds,
+    rss_bytes,
+    wait_until_idle,
 )
 from .sizes import FanOut, Sizes
 from .targets import Target
 
 MAX_FAILURES_KEPT = 5
 WARM_UP_SOCKETS = 10
+RUN_LIMIT = 900  # seconds: a run that still trickles in after this is cut off
 
 
 def percentile(values: list[float], share: float) -> float | None:
@@ -44,7 +51,8 @@ async def fan_out(
         async with CpuSampler(server.pid) as sampler, around_delivery():
             client_cpu, wall = time.process_time(), time.time()
             produced = await target.produce(server, groups, events, rate)
-            complete = await audience.wait(sizes.quiet, limit=600)
+            quiet = sizes.stream_quiet if target.stateful else sizes.quiet
+            complete = await audience.wait(quiet, limit=RUN_LIMIT)
             client_cpu, wall = time.process_time() - client_cpu, time.time() - wall
     finally:
         await audience.close()
@@ -61,7 +69,7 @@ async def fan_out(
         "complete": complete, "failures": len(audience.failures),
         "failure_examples": audience.failures[:MAX_FAILURES_KEPT],
         "seconds": seconds, "frames_per_s": frames / seconds,
-        "server_cpu_s": server_cpu,
+        "server_cpu_s": server_cpu, "cpu_ticks": round(server_cpu * CLOCK_TICKS),
         "cpu_us_per_frame": server_cpu / frames * 1e6 if frames else None,
         "server_busy": server_cpu / seconds,
         "client_busy": client_cpu / wall if wall else None,
@@ -98,7 +106,7 @@ async def idle_memory(
     reused and hide what these sockets cost. A few sockets open and close first, so one-time
     allocations (imports, caches) are not counted.
     """
-    async with BenchServer(layer, config, label=f"-memory-{target.name}") as server:
+    async with BenchServer(layer, config, label=f"-idle-{target.name}") as server:
         group = (await target.groups(server, 1, 0, 0))[0]
         warm_up = Audience([target.url(server, group)] * WARM_UP_SOCKETS, 0, target.stateful)
         await warm_up.open()

@@ -30,7 +30,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                     and run[key] is not None
                 )
                 if points:
-                    axes.plot(*zip(*points), STYLES.get(layer, "-"), marker="o",
+                    axes.plot(*zip(*points, strict=True), STYLES.get(layer, "-"), marker="o",
                               color=COLORS[target], label=f"{target} · {layer}")
     rate_axes.set(xscale="log", yscale="log", xlabel="subscribers (one task)",
                   ylabel="delivered frames/s (max rate)", title="Throughput")

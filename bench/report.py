@@ -17,6 +17,8 @@ LAYER_NAMES = {
     "pubsub": "channels_redis RedisPubSubChannelLayer",
 }
 CLIENT_BOUND = 0.9  # a load generator this busy may be what limits a run
+TABLE_HEAD = "| figure | floor | baseline | streamapp | streamapp/baseline | streamapp/floor |"
+FEW_TICKS = 20  # CPU read in clock ticks (10 ms): fewer than this in a window is imprecise
 
 METHOD = """\
 One daphne process serves all three on each layer: **floor** (a bare ASGI app sending each event's
@@ -63,9 +65,7 @@ def markdown(results: dict[str, Any]) -> str:
         METHOD,
     ]
     for layer, figures in results["layers"].items():
-        lines += ["", f"## {LAYER_NAMES[layer]}", "",
-                  "| figure | floor | baseline | streamapp | streamapp/baseline | streamapp/floor |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines += ["", f"## {LAYER_NAMES[layer]}", "", TABLE_HEAD, "| --- |" + " ---: |" * 5]
         lines += [_row(label, values, spec, ratio) for label, values, spec, ratio in rows(figures)]
         lines += [f"- {note}" for note in notes(figures)]
     return "\n".join(lines) + "\n"
@@ -101,12 +101,16 @@ def notes(figures: dict[str, Any]) -> Iterator[str]:
                    f"({where})")
         if run["failures"]:
             yield f"{where}: {run['failures']} failures, e.g. {run['failure_examples'][0]}"
+        if run["mode"] == "max" and run["cpu_ticks"] < FEW_TICKS:
+            yield (f"{where}: its CPU figure rests on {run['cpu_ticks']} clock ticks "
+                   "(imprecise; a bigger size gives longer windows)")
         if (run["client_busy"] or 0) > CLIENT_BOUND:
             yield (f"{where}: the load generator was {run['client_busy']:.0%} busy: the "
                    "client may be what limits this run")
     for run in figures["short"]:
         if run["completed"] != run["count"]:
-            yield f"short tasks, {run['target']}: only {run['completed']} of {run['count']} completed"
+            yield (f"short tasks, {run['target']}: only {run['completed']} of {run['count']} "
+                   "completed")
 
 
 def fanouts_of(runs: list[dict[str, Any]]) -> list[FanOut]:

@@ -199,13 +199,17 @@ class BenchServer:
         while True:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited with {self.process.returncode}; see {self.log_path}")
+                raise RuntimeError(
+                    f"daphne exited with {self.process.returncode}; see {self.log_path}"
+                )
             try:
                 await self.post("gc")
                 return
-            except (ConnectionError, urllib.error.URLError):
+            except (ConnectionError, urllib.error.URLError) as exc:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"daphne not serving after {timeout} s; see {self.log_path}")
+                    raise TimeoutError(
+                        f"daphne not serving after {timeout} s; see {self.log_path}"
+                    ) from exc
                 await asyncio.sleep(0.1)  # a process coming up: there is no event to wait on
 
     async def post(self, endpoint: str, **arguments: Any) -> dict[str, Any]:

@@ -111,13 +111,11 @@ async def idle_memory(
         warm_up = Audience([target.url(server, group)] * WARM_UP_SOCKETS, 0, target.stateful)
         await warm_up.open()
         await warm_up.close()
-        await server.post("gc")
-        before = rss_bytes(server.pid)
+        before = await settled_rss(server)
         audience = Audience([target.url(server, group)] * sizes.idle_sockets, 0, target.stateful)
         await audience.open()
         try:
-            await server.post("gc")
-            after = rss_bytes(server.pid)
+            after = await settled_rss(server)
         finally:
             await audience.close()
     return {
@@ -126,3 +124,10 @@ async def idle_memory(
         "bytes_per_socket": (after - before) / sizes.idle_sockets,
     }
 
+
+
+async def settled_rss(server: BenchServer) -> int:
+    """The server's RSS once it is idle and has collected its garbage."""
+    await wait_until_idle(server.pid)
+    await server.post("gc")
+    return rss_bytes(server.pid)

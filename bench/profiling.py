@@ -42,7 +42,7 @@ async def py_spy(pid: int, output: Path, rate: int = 500) -> AsyncIterator[None]
 # containers, so the summary leaves them out itself.
 IDLE_LEAVES = (
     "EpollSelector.select ",  # the event loop waiting for sockets
-    "_worker (concurrent/futures/thread.py:81)",  # a thread-pool worker waiting for work
+    "_worker (concurrent/futures/thread.py:",  # a pool thread as leaf: waiting for work
     "Condition.wait ",
 )
 

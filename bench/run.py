@@ -35,7 +35,8 @@ async def run_benchmark(
     profile_subscribers: int | None = None,
 ) -> dict[str, Any]:
     results: dict[str, Any] = {
-        "sizes": sizes.name, "machine": machine(), "command": " ".join(sys.argv),
+        "sizes": sizes.name, "machine": machine(),
+        "command": " ".join(["python -m bench", *sys.argv[1:]]),
         "started": datetime.now(UTC).isoformat(timespec="seconds"), "layers": {},
     }
     began = time.monotonic()

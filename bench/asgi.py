@@ -1,0 +1,50 @@
+"""The benchmark's one server: floor, baseline and streamapp side by side in one daphne process.
+
+- ``ws/tasks/…``: streamapp's real consumers (``consumers.routing.websocket_urlpatterns``);
+- ``bench/baseline/<group>/``: the textbook consumer, behind the same middleware stack;
+- ``bench/floor/<group>/``: the bare ASGI app, no middleware, no layer;
+- HTTP ``/bench/…``: the load generator's remote control; any other HTTP goes to Django.
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()  # sets Django up before the consumers import models
+
+from typing import Any  # noqa: E402
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from consumers.routing import websocket_urlpatterns  # noqa: E402
+from consumers.security import AllowedHostsOriginValidator  # noqa: E402
+
+from . import control, floor  # noqa: E402
+from .baseline import BaselineConsumer  # noqa: E402
+
+FLOOR_PATH = "/bench/floor/"
+CONTROL_PATH = "/bench/"
+
+channels_websockets = AllowedHostsOriginValidator(
+    AuthMiddlewareStack(
+        URLRouter([
+            path("bench/baseline/<str:group>/", BaselineConsumer.as_asgi()),
+            *websocket_urlpatterns,
+        ])
+    )
+)
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    where = scope.get("path", "")
+    if scope["type"] == "websocket":
+        app = floor.application if where.startswith(FLOOR_PATH) else channels_websockets
+    elif scope["type"] == "http":
+        app = control.application if where.startswith(CONTROL_PATH) else django_asgi_app
+    else:
+        return  # daphne sends no lifespan events
+    await app(scope, receive, send)

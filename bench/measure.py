@@ -1,0 +1,133 @@
+"""The measurements: one fan-out run, short tasks, idle memory; each returns a dict of figures."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from typing import Any
+
+from .clients import Audience
+from .server import (
+    CLOCK_TICKS,
+    BenchServer,
+    CpuSampler,
+    ServerConfig,
+    cpu_seconds,
+    rss_bytes,
+    wait_until_idle,
+)
+from .sizes import FanOut, Sizes
+from .targets import Target
+
+MAX_FAILURES_KEPT = 5
+WARM_UP_SOCKETS = 10
+RUN_LIMIT = 900  # seconds: a run that still trickles in after this is cut off
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    """Nearest-rank percentile; None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+async def fan_out(
+    server: BenchServer, target: Target, fanout: FanOut, events: int, rate: float,
+    sizes: Sizes, around_delivery: Callable[[], AbstractAsyncContextManager[Any]] = nullcontext,
+) -> dict[str, Any]:
+    """Subscribe every socket, start the producers, and time what arrives.
+
+    The delivery window runs from the moment the server started producing to the last event
+    frame received; server CPU is read over exactly that window.
+    """
+    groups = await target.groups(server, fanout.tasks, events, rate)
+    urls = [target.url(server, group) for group in groups for _ in range(fanout.subscribers)]
+    audience = Audience(urls, events, target.stateful)
+    await audience.open()
+    try:
+        await wait_until_idle(server.pid)
+        async with CpuSampler(server.pid) as sampler, around_delivery():
+            client_cpu, wall = time.process_time(), time.time()
+            produced = await target.produce(server, groups, events, rate)
+            quiet = sizes.stream_quiet if target.stateful else sizes.quiet
+            complete = await audience.wait(quiet, limit=RUN_LIMIT)
+            client_cpu, wall = time.process_time() - client_cpu, time.time() - wall
+    finally:
+        await audience.close()
+    start = produced["started"]
+    end = audience.last_event_at if audience.received else produced["finished"]
+    seconds = max(end - start, 1e-9)
+    server_cpu = sampler.between(start, end)
+    frames = audience.received
+    return {
+        "target": target.name, "tasks": fanout.tasks, "subscribers": fanout.subscribers,
+        "mode": "fixed" if rate else "max", "events": events, "rate": rate,
+        "expected": audience.expected, "received": frames,
+        "lost": audience.expected - frames, "seq_errors": audience.seq_errors,
+        "complete": complete, "failures": len(audience.failures),
+        "failure_examples": audience.failures[:MAX_FAILURES_KEPT],
+        "seconds": seconds, "frames_per_s": frames / seconds,
+        "server_cpu_s": server_cpu, "cpu_ticks": round(server_cpu * CLOCK_TICKS),
+        "cpu_us_per_frame": server_cpu / frames * 1e6 if frames else None,
+        "server_busy": server_cpu / seconds,
+        "client_busy": client_cpu / wall if wall else None,
+        "p50_ms": _ms(percentile(audience.latencies, 0.50)),
+        "p99_ms": _ms(percentile(audience.latencies, 0.99)),
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+async def short_tasks(server: BenchServer, target: Target, sizes: Sizes) -> dict[str, Any]:
+    """Short tasks started and finished per second, run inside the server."""
+    cpu = cpu_seconds(server.pid)
+    result = await server.post(
+        "short", target=target.name, count=sizes.short_tasks, concurrency=sizes.short_concurrency
+    )
+    cpu = cpu_seconds(server.pid) - cpu
+    seconds = result["finished"] - result["started"]
+    return {
+        "target": target.name, "count": sizes.short_tasks, "completed": result["completed"],
+        "seconds": seconds, "tasks_per_s": result["completed"] / seconds,
+        "cpu_us_per_task": cpu / sizes.short_tasks * 1e6,
+    }
+
+
+async def idle_memory(
+    layer: str, config: ServerConfig, target: Target, sizes: Sizes
+) -> dict[str, Any]:
+    """Server RSS per idle subscribed socket, in a fresh server of its own.
+
+    A fresh process per target: memory freed by another target's sockets would otherwise be
+    reused and hide what these sockets cost. A few sockets open and close first, so one-time
+    allocations (imports, caches) are not counted.
+    """
+    async with BenchServer(layer, config, label=f"-idle-{target.name}") as server:
+        group = (await target.groups(server, 1, 0, 0))[0]
+        warm_up = Audience([target.url(server, group)] * WARM_UP_SOCKETS, 0, target.stateful)
+        await warm_up.open()
+        await warm_up.close()
+        before = await settled_rss(server)
+        audience = Audience([target.url(server, group)] * sizes.idle_sockets, 0, target.stateful)
+        await audience.open()
+        try:
+            after = await settled_rss(server)
+        finally:
+            await audience.close()
+    return {
+        "target": target.name, "sockets": sizes.idle_sockets,
+        "rss_before": before, "rss_after": after,
+        "bytes_per_socket": (after - before) / sizes.idle_sockets,
+    }
+
+
+
+async def settled_rss(server: BenchServer) -> int:
+    """The server's RSS once it is idle and has collected its garbage."""
+    await wait_until_idle(server.pid)
+    await server.post("gc")
+    return rss_bytes(server.pid)

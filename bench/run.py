@@ -1,0 +1,125 @@
+"""A whole benchmark: per layer, one server runs every fan-out for the three targets in turn and
+the short tasks; then each target's idle memory is read in a fresh server.
+
+Within a scenario the targets take turns (floor, baseline, streamapp), so a change in the
+machine's load between scenarios touches all three alike.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from datetime import UTC, datetime
+from functools import partial
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from .measure import fan_out, idle_memory, short_tasks
+from .profiling import py_spy, top_functions
+from .report import number
+from .server import BenchServer, ServerConfig
+from .sizes import FanOut, Sizes
+from .targets import BASELINE, STREAMAPP, TARGETS
+
+Progress = Callable[[str], None]
+PACKAGES = ("django", "channels", "channels-redis", "daphne", "twisted", "websockets", "redis")
+
+
+async def run_benchmark(
+    sizes: Sizes, config: ServerConfig, out_dir: Path, progress: Progress,
+    profile_subscribers: int | None = None,
+) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "sizes": sizes.name, "machine": machine(),
+        "command": " ".join(["python -m bench", *sys.argv[1:]]),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"), "layers": {},
+    }
+    began = time.monotonic()
+    for layer in sizes.layers:
+        results["layers"][layer] = await run_layer(
+            layer, sizes, config, out_dir, progress, profile_subscribers
+        )
+    results["seconds"] = time.monotonic() - began
+    results["machine"]["load_average_after"] = os.getloadavg()
+    return results
+
+
+async def run_layer(
+    layer: str, sizes: Sizes, config: ServerConfig, out_dir: Path, progress: Progress,
+    profile_subscribers: int | None,
+) -> dict[str, Any]:
+    fanouts: list[dict[str, Any]] = []
+    profiles: list[str] = []
+    async with BenchServer(layer, config) as server:
+        for fanout in sizes.fanouts:
+            for target in TARGETS:
+                around = nullcontext
+                if target is STREAMAPP and fanout == FanOut(1, profile_subscribers or 0):
+                    stem = out_dir / f"profile-{layer}-{fanout.subscribers}"
+                    around = partial(py_spy, server.pid, stem.with_suffix(".collapsed"))
+                    profiles.append(str(stem.with_suffix(".txt")))
+                run = await fan_out(server, target, fanout, sizes.max_rate_events(fanout), 0,
+                                    sizes, around)
+                fanouts.append({"layer": layer, **run})
+                progress(describe(layer, fanout, run))
+                events, rate = sizes.fixed_rate(fanout)
+                run = await fan_out(server, target, fanout, events, rate, sizes)
+                fanouts.append({"layer": layer, **run})
+                progress(describe(layer, fanout, run))
+        short = []
+        for target in (BASELINE, STREAMAPP):
+            short.append(await short_tasks(server, target, sizes))
+            progress(f"{layer:7} short tasks    {target.name:9}: "
+                     f"{short[-1]['tasks_per_s']:,.0f} tasks/s")
+    for path in profiles:
+        Path(path).write_text(top_functions(Path(path).with_suffix(".collapsed")))
+        progress(f"profile: {path}")
+    memory = []
+    for target in TARGETS:
+        memory.append(await idle_memory(layer, config, target, sizes))
+        progress(f"{layer:7} idle memory    {target.name:9}: "
+                 f"{memory[-1]['bytes_per_socket'] / 1024:,.1f} KiB per socket")
+    return {"fanout": fanouts, "short": short, "memory": memory, "profiles": profiles}
+
+
+def describe(layer: str, fanout: FanOut, run: dict[str, Any]) -> str:
+    """One progress line per run."""
+    parts = [
+        f"{layer:7} {fanout.label:14} {run['target']:9} {run['mode']:5}:",
+        f"{run['frames_per_s']:9,.0f} frames/s",
+        f"{number(run['cpu_us_per_frame'], ',.0f'):>6} µs/frame",
+        f"p99 {number(run['p99_ms'], ',.1f'):>7} ms",
+        f"lost {run['lost']}",
+    ]
+    if run["seq_errors"]:
+        parts.append(f"seq errors {run['seq_errors']}")
+    if run["failures"]:
+        parts.append(f"failures {run['failures']}: {run['failure_examples'][0]}")
+    return "  ".join(parts)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "system": platform.platform(),
+        "python": platform.python_version(),
+        "packages": {name: version(name) for name in PACKAGES},
+        "load_average_before": os.getloadavg(),
+    }
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+

@@ -1,0 +1,45 @@
+"""The streamapp side of the benchmark: BenchTasks created, started and run by the coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+
+from streamapp.coordinator import coordinator
+from streamapp.models import Status
+
+from .models import BenchTask
+
+
+def path_of(task: BenchTask) -> str:
+    """The task's part of the one-task endpoint's URL: ``bench/benchtask/<pk>``."""
+    return f"{task._meta.app_label}/{task._meta.model_name}/{task.pk}"
+
+
+async def create(count: int, events: int, rate: float) -> list[str]:
+    """``count`` pending BenchTasks; returns their URL paths."""
+    tasks = await BenchTask.objects.abulk_create(
+        [BenchTask(events=events, rate=rate) for _ in range(count)]
+    )
+    return [path_of(task) for task in tasks]
+
+
+async def run(path: str) -> None:
+    """Start one task through the coordinator and wait until it has ended."""
+    task = await BenchTask.objects.aget(pk=int(path.rsplit("/", 1)[-1]))
+    if not await coordinator.start_task(task):
+        raise RuntimeError(f"{task.task_key} did not start (status {task.status})")
+    await coordinator.wait_task(task)
+    if task.status != Status.COMPLETED:
+        raise RuntimeError(f"{task.task_key} ended {task.status}: {task.error}")
+
+
+async def short_task(number: int) -> bool:
+    """A tiny task from creation to its final status: create, start, finish."""
+    task = await BenchTask.objects.acreate(events=0)
+    started = await coordinator.start_task(task)
+    await coordinator.wait_task(task)
+    return started and task.status == Status.COMPLETED
+
+
+async def run_all(paths: list[str]) -> None:
+    await asyncio.gather(*(run(path) for path in paths))

@@ -19,22 +19,35 @@ from streamapp.coordinator import coordinator
 from streamapp.exceptions import UnknownTask
 from streamapp.keys import aget_task, canonical_key, split_key, stream_task_model
 from streamapp.models import Status, StreamTask
+from streamapp.tokens import denial
 
 from .protocol import Action, ProtocolError, parse, parse_since
+from .ratelimit import CLOSE_RATE_LIMITED, SocketLimits
 from .subscription import Subscription
 
 logger = logging.getLogger("streamapp.consumers")
 
 CLOSE_NORMAL = 1000
 CLOSE_TOO_LARGE = 1009
+CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
-CLOSE_CODES = {"forbidden": CLOSE_FORBIDDEN, "not_found": CLOSE_NOT_FOUND, "too_large": CLOSE_TOO_LARGE}
+CLOSE_CODES = {
+    "forbidden": CLOSE_FORBIDDEN,
+    "not_found": CLOSE_NOT_FOUND,
+    "too_large": CLOSE_TOO_LARGE,
+    "rate_limited": CLOSE_RATE_LIMITED,
+    "bad_request": CLOSE_BAD_REQUEST,  # a socket that kept sending malformed frames
+}
 
 
 async def allowed(check: Any, user: Any) -> bool:
-    """Run a permission hook in a thread: a user's hook may query the database."""
-    return bool(await sync_to_async(check)(user))
+    """Run a permission hook in a thread (it may query the database); a hook that raises denies."""
+    try:
+        return bool(await sync_to_async(check)(user))
+    except Exception:  # noqa: BLE001 - fail closed, loudly: a broken hook must not grant access
+        logger.exception("permission hook raised; access denied hook=%s", check)
+        return False
 
 
 class TaskSocketConsumer(AsyncWebsocketConsumer):
@@ -53,6 +66,8 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.subscriptions: dict[str, Subscription] = {}
         self.user = self.scope.get("user")
+        self.limits = SocketLimits()
+        self.closing = False
         await super().websocket_connect(message)
 
     # -- sending ----------------------------------------------------------------------------
@@ -62,6 +77,23 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
 
     async def send_text(self, text: str) -> None:
         await self.send(text_data=text)
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        self.closing = True  # frames the client sent before it saw the close are dropped
+        try:
+            await super().close(code=code, reason=reason)
+        except Exception:
+            # Daphne (autobahn) lets an application send only 1000 and 3000-4999, so 1009 fails
+            # when daphne's --websocket-max-message-size is above ours. The error frame already
+            # said why: close with the private-use twin (4009) rather than crash into a 1011.
+            if not isinstance(code, int) or code == CLOSE_NORMAL or 3000 <= code <= 4999:
+                raise
+            fallback = 4000 + code % 1000
+            logger.warning("server refused close code=%s; closing with %s", code, fallback)
+            await super().close(code=fallback, reason=reason)
+
+    def denied(self, message: str) -> str:
+        return denial(message, self.scope.get("token_error"))
 
     async def refuse(self, code: str, message: str, task: str | None = None) -> None:
         """Tell the client why, then close with the matching code (DESIGN §3)."""
@@ -74,7 +106,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         """Check access, subscribe and replay; start a pending task when AUTO_START is on."""
         key = task.task_key
         if not await allowed(task.can_subscribe, self.user):
-            raise ProtocolError("forbidden", f"you may not watch {key}", key)
+            raise ProtocolError("forbidden", self.denied(f"you may not watch {key}"), key)
         old = self.subscriptions.pop(key, None)
         if old is not None:
             await old.close()
@@ -93,22 +125,30 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
 
     async def cancel(self, task: StreamTask) -> None:
         if not await allowed(task.can_cancel, self.user):
-            raise ProtocolError("forbidden", f"you may not cancel {task.task_key}", task.task_key)
+            raise ProtocolError(
+                "forbidden", self.denied(f"you may not cancel {task.task_key}"), task.task_key
+            )
         await coordinator.cancel_task(task)
 
     # -- client frames ----------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
         try:
+            if not self.limits.admit():
+                raise ProtocolError("rate_limited", "too many frames; slow down")
             action = parse(text_data, bytes_data, app_settings.MAX_CLIENT_FRAME_BYTES)
             if action.name == "ping":
                 await self.send_text(frames.PONG)
             else:
                 await self.act(action)
         except ProtocolError as exc:
-            await self.send_frame(frames.error(exc.code, exc.message, exc.task))
-            if exc.code == "too_large":
-                await self.close(code=CLOSE_TOO_LARGE)
+            if self.limits.must_close(exc.code):
+                logger.info("closing a misbehaving socket code=%s", exc.code)
+                await self.refuse(exc.code, exc.message, exc.task)
+            else:
+                await self.send_frame(frames.error(exc.code, exc.message, exc.task))
 
     async def act(self, action: Action) -> None:
         raise NotImplementedError
@@ -172,7 +212,11 @@ class TaskConsumer(TaskSocketConsumer):
             raise ProtocolError("bad_request", f"{action.name} works on ws/tasks/ only", self.key)
         if action.task is not None and action.task != self.key:
             raise ProtocolError("bad_request", f"this socket watches {self.key} only", action.task)
-        await self.cancel(self.subscriptions[self.key].task)
+        try:
+            task = await aget_task(self.key)  # fresh: the hook may look at the owner
+        except UnknownTask as exc:
+            raise ProtocolError("not_found", str(exc), self.key) from None
+        await self.cancel(task)
 
     async def state_sent(self, subscription: Subscription) -> None:
         if subscription.ended:

@@ -5,3 +5,6 @@ class StreamAppConfig(AppConfig):
     name = "streamapp"
     verbose_name = "Stream tasks"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401 - registers the system checks

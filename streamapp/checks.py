@@ -11,6 +11,10 @@ from django.utils.module_loading import import_string
 
 from .conf import app_settings
 
+# daphne's --websocket-max-message-size default: autobahn drops the TCP connection of a larger
+# message, so the client would never see our too_large frame.
+DAPHNE_MAX_MESSAGE_BYTES = 1024 * 1024
+
 
 def _is_rate(value: Any) -> bool:
     if value is None:
@@ -42,6 +46,13 @@ def check_security_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]
                 f"STREAMAPP[{name!r}] must be (count, seconds) with both above zero, or None",
                 id="streamapp.E102",
             ))
+    if app_settings.MAX_CLIENT_FRAME_BYTES >= DAPHNE_MAX_MESSAGE_BYTES:
+        problems.append(Warning(
+            "STREAMAPP['MAX_CLIENT_FRAME_BYTES'] is not below daphne's default message limit "
+            f"({DAPHNE_MAX_MESSAGE_BYTES}): larger frames are dropped without a too_large frame",
+            hint="Run daphne with a larger --websocket-max-message-size, or lower the setting.",
+            id="streamapp.W102",
+        ))
     if app_settings.RATE_LIMIT_CACHE not in settings.CACHES:
         problems.append(Error(
             f"STREAMAPP['RATE_LIMIT_CACHE'] names no cache: {app_settings.RATE_LIMIT_CACHE!r}",

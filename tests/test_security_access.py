@@ -276,9 +276,12 @@ def test_security_settings_are_checked_at_start_up(settings):
 
     assert check_security_settings() == []
     with_streamapp(settings, TOKEN_AUTHENTICATOR="no.such.function", MESSAGE_RATE=(0, 1),
-                   CONNECTION_RATE="60/min", RATE_LIMIT_CACHE="nope")
+                   CONNECTION_RATE="60/min", RATE_LIMIT_CACHE="nope",
+                   MAX_CLIENT_FRAME_BYTES=2 * 1024 * 1024)
     assert [e.id for e in check_security_settings()] == [
-        "streamapp.E101", "streamapp.E102", "streamapp.E102", "streamapp.E103"
+        "streamapp.E101", "streamapp.E102", "streamapp.E102", "streamapp.W102", "streamapp.E103"
     ]
+    with_streamapp(settings, TOKEN_AUTHENTICATOR="streamapp.tokens.SALT")
+    assert "is not callable" in check_security_settings()[0].msg
     with_streamapp(settings, OPEN_ACCESS=True)
     assert [w.id for w in check_open_access()] == ["streamapp.W101"]

@@ -89,6 +89,25 @@ async def test_staff_may_cancel(communicator_for):
     assert task.status == "cancelled"
 
 
+async def test_staff_may_cancel_over_ws_tasks_and_a_deleted_task_is_not_found(communicator_for,
+                                                                             settings):
+    with_streamapp(settings, OPEN_ACCESS=False, AUTO_START=False)
+    staff = await make_user("root", is_staff=True)
+    task = await StepTask.objects.acreate()
+    ws = await communicator_for("/ws/tasks/", headers=bearer(staff))
+    await ws.send_json_to({"action": "subscribe", "task": task.task_key})
+    assert (await ws.receive_json_from(timeout=5))["status"] == "pending"
+    await ws.send_json_to({"action": "cancel", "task": task.task_key})
+    assert (await ws.receive_json_from(timeout=5))["status"] == "cancelled"
+
+    gone = await StepTask.objects.acreate()
+    one = await communicator_for(gone, headers=bearer(staff))
+    assert (await one.receive_json_from(timeout=5))["status"] == "pending"
+    await gone.adelete()
+    await one.send_json_to({"action": "cancel"})
+    assert (await one.receive_json_from(timeout=5))["code"] == "not_found"
+
+
 async def test_the_owner_may_cancel_and_another_user_may_not(communicator_for):
     alice, bob = await make_user("alice"), await make_user("bob")
     task = await OwnedTask.objects.acreate(owner=alice)
@@ -274,6 +293,9 @@ def test_minttoken_prints_a_token_for_the_user(db, capsys):
 def test_security_settings_are_checked_at_start_up(settings):
     from streamapp.checks import check_open_access, check_security_settings
 
+    assert check_security_settings() == []
+    assert check_open_access() == []
+    with_streamapp(settings, TOKEN_AUTHENTICATOR=None, CONNECTION_RATE=None, MESSAGE_RATE=None)
     assert check_security_settings() == []
     with_streamapp(settings, TOKEN_AUTHENTICATOR="no.such.function", MESSAGE_RATE=(0, 1),
                    CONNECTION_RATE="60/min", RATE_LIMIT_CACHE="nope",

@@ -136,6 +136,32 @@ async def test_a_frame_over_the_size_limit_is_too_large_and_closes_1009(communic
     assert (await bystander.receive_json_from(timeout=5))["seq"] == 1
 
 
+def like_daphne(application):
+    """``application`` behind a server that, like daphne (autobahn), lets an application close
+    only with 1000 or 3000-4999."""
+
+    async def app(scope, receive, send):
+        async def strict_send(message):
+            code = message.get("code", 1000)
+            if message["type"] == "websocket.close" and code != 1000 and not 3000 <= code <= 4999:
+                raise Exception(f"invalid close code {code} (must be 1000 or from [3000, 4999])")
+            await send(message)
+
+        return await application(scope, receive, strict_send)
+
+    return app
+
+
+async def test_too_large_closes_4009_where_the_server_refuses_1009(application, caplog):
+    ws = WebsocketCommunicator(like_daphne(application), "/ws/tasks/")
+    assert (await ws.connect(timeout=5))[0]
+    await ws.send_to(text_data="x" * (app_settings.MAX_CLIENT_FRAME_BYTES + 1))
+    frames, code = await receive_until_closed(ws)
+    assert [f["code"] for f in frames] == ["too_large"] and code == 4009
+    assert any("server refused close code=1009" in r.getMessage() for r in caplog.records)
+    await ws.disconnect()
+
+
 class AllQueries:
     """Every SQL statement any thread or context runs while open.
 

@@ -9,6 +9,7 @@ import os
 import uuid
 
 import pytest
+from asgiref.testing import ApplicationCommunicator
 from channels.testing import WebsocketCommunicator
 
 from consumers import ratelimit
@@ -113,6 +114,17 @@ async def test_a_cache_outage_lets_handshakes_through_and_says_so(application, s
         assert await ping(ws) == {"type": "pong"}
         await ws.disconnect()
     assert any("rate limit cache unavailable" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_refused_client_that_leaves_before_its_handshake_is_let_go(application, settings,
+                                                                          address):
+    with_streamapp(settings, CONNECTION_RATE=(1, 60.0))
+    await (await connect(application, address)).disconnect()
+    gone = ApplicationCommunicator(from_address(application, address),
+                                   {"type": "websocket", "path": "/ws/tasks/", "headers": []})
+    await gone.send_input({"type": "websocket.disconnect", "code": 1001})
+    await gone.wait(timeout=5)  # returned, sent nothing
+    assert await gone.receive_nothing()
 
 
 async def test_unlimited_connections_when_the_rate_is_none(application, settings, address):

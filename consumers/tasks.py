@@ -8,18 +8,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from streamapp import frames
+from streamapp.access import allowed, denial
 from streamapp.conf import app_settings
 from streamapp.coordinator import coordinator
 from streamapp.exceptions import UnknownTask
 from streamapp.keys import aget_task, canonical_key, split_key, stream_task_model
 from streamapp.models import Status, StreamTask
-from streamapp.tokens import denial
 
 from .protocol import Action, ProtocolError, parse, parse_since
 from .ratelimit import CLOSE_RATE_LIMITED, SocketLimits
@@ -39,15 +38,6 @@ CLOSE_CODES = {
     "rate_limited": CLOSE_RATE_LIMITED,
     "bad_request": CLOSE_BAD_REQUEST,  # a socket that kept sending malformed frames
 }
-
-
-async def allowed(check: Any, user: Any) -> bool:
-    """Run a permission hook in a thread (it may query the database); a hook that raises denies."""
-    try:
-        return bool(await sync_to_async(check)(user))
-    except Exception:  # noqa: BLE001 - fail closed, loudly: a broken hook must not grant access
-        logger.exception("permission hook raised; access denied hook=%s", check)
-        return False
 
 
 class TaskSocketConsumer(AsyncWebsocketConsumer):
@@ -83,13 +73,13 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         try:
             await super().close(code=code, reason=reason)
         except Exception:
-            # Daphne (autobahn) lets an application send only 1000 and 3000-4999, so 1009 fails
-            # when daphne's --websocket-max-message-size is above ours. The error frame already
-            # said why: close with the private-use twin (4009) rather than crash into a 1011.
+            # Daphne (autobahn) lets an application send only 1000 and 3000-4999, so it refuses
+            # 1009 (DESIGN's too_large code). The error frame already said why: close with the
+            # private-use twin (4009) rather than crash into a 1011.
             if not isinstance(code, int) or code == CLOSE_NORMAL or 3000 <= code <= 4999:
                 raise
             fallback = 4000 + code % 1000
-            logger.warning("server refused close code=%s; closing with %s", code, fallback)
+            logger.info("server refused close code=%s; closing with %s", code, fallback)
             await super().close(code=fallback, reason=reason)
 
     def denied(self, message: str) -> str:

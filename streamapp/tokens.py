@@ -82,11 +82,6 @@ async def aauthenticate(token: str) -> tuple[Any, str | None]:
     return user, None
 
 
-def denial(message: str, problem: str | None) -> str:
-    """An access-denied message that names a refused token, so the client learns why."""
-    return f"{message} (token refused: {problem})" if problem else message
-
-
 def bearer_from_header(value: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header value, else None."""
     scheme, _, token = (value or "").strip().partition(" ")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from . import frames
+from .access import allowed, denial
 from .exceptions import UnknownTask
 from .keys import aget_task, canonical_key, stream_task_model
 from .readiness import readiness_problems
 from .state import task_state
-from .tokens import aauthenticate, bearer_from_header, denial
+from .tokens import aauthenticate, bearer_from_header
 
 
 async def health(request: HttpRequest) -> HttpResponse:
@@ -39,7 +39,7 @@ async def task_state_view(request: HttpRequest, app_label: str, model: str, pk: 
         user, problem = await aauthenticate(token)
     else:
         user = await request.auser()
-    if not await sync_to_async(task.can_subscribe)(user):
+    if not await allowed(task.can_subscribe, user):
         message = denial(f"you may not watch {key}", problem)
         return JsonResponse(frames.error("forbidden", message, key), status=403)
     return JsonResponse(await task_state(task))

@@ -238,7 +238,10 @@ async def test_a_permission_hook_that_raises_denies_and_is_logged(communicator_f
     ws = await communicator_for(task)
     frames, code = await receive_until_closed(ws)
     assert frames[0]["code"] == "forbidden" and code == 4403
-    assert any("permission hook raised" in r.getMessage() for r in caplog.records)
+    response = await AsyncClient().get(f"/tasks/testapp/steptask/{task.pk}/")
+    assert response.status_code == 403
+    raised = [r for r in caplog.records if r.getMessage().startswith("permission hook raised")]
+    assert len(raised) == 2 and all(r.exc_info[1].args == ("hook bug",) for r in raised)
 
 
 async def test_http_state_read_is_authorized_by_session_or_token():

@@ -153,6 +153,7 @@ def like_daphne(application):
 
 
 async def test_too_large_closes_4009_where_the_server_refuses_1009(application, caplog):
+    caplog.set_level(logging.INFO, logger="streamapp")
     ws = WebsocketCommunicator(like_daphne(application), "/ws/tasks/")
     assert (await ws.connect(timeout=5))[0]
     await ws.send_to(text_data="x" * (app_settings.MAX_CLIENT_FRAME_BYTES + 1))

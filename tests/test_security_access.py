@@ -264,6 +264,15 @@ async def test_http_state_read_is_authorized_by_session_or_token():
     assert refused.json()["message"].endswith("(token refused: the token's signature is not valid)")
 
 
+def test_origins_default_to_localhost_in_debug_without_allowed_hosts(settings):
+    from consumers.security import AllowedHostsOriginValidator
+
+    settings.DEBUG, settings.ALLOWED_HOSTS = True, []
+    assert AllowedHostsOriginValidator(None).allowed_origins == ["localhost", "127.0.0.1", "[::1]"]
+    settings.DEBUG = False
+    assert AllowedHostsOriginValidator(None).allowed_origins == []
+
+
 @pytest.mark.parametrize("origin, accepted", [
     (b"http://evil.example", False),
     (b"http://localhost:8000", True),

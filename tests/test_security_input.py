@@ -13,6 +13,7 @@ import logging
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.db.backends.utils import CursorWrapper
+from django.test import AsyncClient
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
 from consumers import ratelimit
@@ -200,6 +201,8 @@ async def test_non_stream_task_models_are_not_found_without_a_query(communicator
             one = await communicator_for(path)
             frames, code = await receive_until_closed(one)
             assert frames[0]["code"] == "not_found" and code == 4404
+            response = await AsyncClient().get(path[3:])  # the HTTP state read: /tasks/…
+            assert response.status_code == 404 and response.json()["code"] == "not_found"
     with AllQueries() as allowed:  # the recorder does see the consumers' queries
         await ws.send_json_to({"action": "subscribe", "task": task.task_key})
         assert (await ws.receive_json_from(timeout=5))["type"] == "state"

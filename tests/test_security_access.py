@@ -6,17 +6,19 @@ subscribe, replay, HTTP state read and cancel, on the real ASGI application.
 
 from __future__ import annotations
 
-import logging
 from unittest import mock
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
 from django.core import signing
 from django.core.management import call_command
 from django.test import AsyncClient
 
+from consumers.security import AllowedHostsOriginValidator
 from streamapp import tokens
+from streamapp.checks import check_open_access, check_security_settings
 from streamapp.coordinator import coordinator
 from streamapp.exceptions import InvalidToken
 from tests.clients import bearer, make_user, session_cookie, with_streamapp
@@ -191,8 +193,6 @@ async def test_the_default_authenticator_refuses_expired_revoked_and_inactive_to
 
 def token_is_the_username(token):
     """A site's own authenticator, as TOKEN_AUTHENTICATOR names it."""
-    from django.contrib.auth import get_user_model
-
     return get_user_model().objects.filter(username=token).first()
 
 
@@ -265,8 +265,6 @@ async def test_http_state_read_is_authorized_by_session_or_token():
 
 
 def test_origins_default_to_localhost_in_debug_without_allowed_hosts(settings):
-    from consumers.security import AllowedHostsOriginValidator
-
     settings.DEBUG, settings.ALLOWED_HOSTS = True, []
     assert AllowedHostsOriginValidator(None).allowed_origins == ["localhost", "127.0.0.1", "[::1]"]
     settings.DEBUG = False
@@ -292,8 +290,6 @@ async def test_origin_check(application, origin, accepted):
 
 
 def test_minttoken_prints_a_token_for_the_user(db, capsys):
-    from django.contrib.auth import get_user_model
-
     user = get_user_model().objects.create_user("jill")
     call_command("minttoken", "jill")
     token = capsys.readouterr().out.strip()
@@ -303,8 +299,6 @@ def test_minttoken_prints_a_token_for_the_user(db, capsys):
 
 
 def test_security_settings_are_checked_at_start_up(settings):
-    from streamapp.checks import check_open_access, check_security_settings
-
     assert check_security_settings() == []
     assert check_open_access() == []
     with_streamapp(settings, TOKEN_AUTHENTICATOR=None, CONNECTION_RATE=None, MESSAGE_RATE=None)

@@ -9,8 +9,11 @@ import os
 import uuid
 
 import pytest
+import redis
 from asgiref.testing import ApplicationCommunicator
 from channels.testing import WebsocketCommunicator
+from django.core.cache import cache
+from django.core.cache.backends.locmem import LocMemCache
 
 from consumers import ratelimit
 from tests.clients import from_address, with_streamapp
@@ -82,9 +85,6 @@ async def test_connection_attempts_per_address_trip_and_recover(application, set
 @pytest.mark.skipif(not USING_REDIS, reason="the shared count lives in Redis")
 async def test_connection_counts_are_shared_through_redis(application, settings, clock, address):
     """Another process sees (and adds to) the same count: here a raw Redis client plays it."""
-    import redis
-    from django.core.cache import cache
-
     with_streamapp(settings, CONNECTION_RATE=(5, 60.0))
     ws = await connect(application, address)
     key = cache.make_and_validate_key(f"streamapp:rl:connect:{address}:{int(clock() // 60)}")
@@ -234,8 +234,6 @@ def test_count_hit_counts_per_window(settings, clock):
 
 def test_a_window_opened_by_a_rival_meanwhile_is_counted_on(settings, clock, monkeypatch):
     """The generic path's race: incr finds no window, then another process's add wins."""
-    from django.core.cache.backends.locmem import LocMemCache
-
     settings.CACHES = {**settings.CACHES, "local": {
         "BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": uuid.uuid4().hex}}
     with_streamapp(settings, RATE_LIMIT_CACHE="local")

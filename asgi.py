@@ -13,14 +13,21 @@ django_asgi_app = get_asgi_application()  # sets Django up before the consumers 
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from consumers.auth import TokenAuthMiddleware  # noqa: E402
+from consumers.ratelimit import ConnectionRateLimitMiddleware  # noqa: E402
 from consumers.routing import websocket_urlpatterns  # noqa: E402
 from consumers.security import AllowedHostsOriginValidator  # noqa: E402
 
+
+# Outside in: foreign Origins refused, handshake floods turned away before any session lookup,
+# then the session user, replaced by a bearer token's user when the client sends one.
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            ConnectionRateLimitMiddleware(
+                AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            )
         ),
     }
 )

@@ -27,6 +27,14 @@ class Action:
     since: int | None = None
 
 
+def is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_since(value: Any) -> int | None:
     """A ``since`` value: absent, or a whole number from 0 up."""
     if value is None:
@@ -60,6 +68,9 @@ def parse(text: str | None, data: bytes | None, max_bytes: int) -> Action:
     task = frame.get("task")
     if task is not None and not isinstance(task, str):
         raise ProtocolError("bad_request", f"task must be a string key, got {type(task).__name__}")
+    if task is not None and not is_utf8(task):
+        # Error frames echo the key: a lone surrogate ("\\ud800") could not be sent as UTF-8.
+        raise ProtocolError("bad_request", "task must be valid Unicode text")
     if name in ("subscribe", "unsubscribe") and task is None:
         raise ProtocolError("bad_request", f"{name} needs a task key")
     since = parse_since(frame.get("since")) if name == "subscribe" else None

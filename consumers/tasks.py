@@ -8,12 +8,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from streamapp import frames, metrics
+from streamapp.access import allowed, denial
 from streamapp.conf import app_settings
 from streamapp.coordinator import coordinator
 from streamapp.exceptions import UnknownTask
@@ -21,20 +21,23 @@ from streamapp.keys import aget_task, canonical_key, split_key, stream_task_mode
 from streamapp.models import Status, StreamTask
 
 from .protocol import Action, ProtocolError, parse, parse_since
+from .ratelimit import CLOSE_RATE_LIMITED, SocketLimits
 from .subscription import Subscription
 
 logger = logging.getLogger("streamapp.consumers")
 
 CLOSE_NORMAL = 1000
 CLOSE_TOO_LARGE = 1009
+CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
-CLOSE_CODES = {"forbidden": CLOSE_FORBIDDEN, "not_found": CLOSE_NOT_FOUND, "too_large": CLOSE_TOO_LARGE}
-
-
-async def allowed(check: Any, user: Any) -> bool:
-    """Run a permission hook in a thread: a user's hook may query the database."""
-    return bool(await sync_to_async(check)(user))
+CLOSE_CODES = {
+    "forbidden": CLOSE_FORBIDDEN,
+    "not_found": CLOSE_NOT_FOUND,
+    "too_large": CLOSE_TOO_LARGE,
+    "rate_limited": CLOSE_RATE_LIMITED,
+    "bad_request": CLOSE_BAD_REQUEST,  # a socket that kept sending malformed frames
+}
 
 
 class TaskSocketConsumer(AsyncWebsocketConsumer):
@@ -54,6 +57,8 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         self.subscriptions: dict[str, Subscription] = {}
         self.user = self.scope.get("user")
         metrics.SOCKETS_CONNECTED.inc()
+        self.limits = SocketLimits()
+        self.closing = False
         await super().websocket_connect(message)
 
     # -- sending ----------------------------------------------------------------------------
@@ -63,6 +68,23 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
 
     async def send_text(self, text: str) -> None:
         await self.send(text_data=text)
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        self.closing = True  # frames the client sent before it saw the close are dropped
+        try:
+            await super().close(code=code, reason=reason)
+        except Exception:
+            # Daphne (autobahn) lets an application send only 1000 and 3000-4999, so it refuses
+            # 1009 (DESIGN's too_large code). The error frame already said why: close with the
+            # private-use twin (4009) rather than crash into a 1011.
+            if not isinstance(code, int) or code == CLOSE_NORMAL or 3000 <= code <= 4999:
+                raise
+            fallback = 4000 + code % 1000
+            logger.info("server refused close code=%s; closing with %s", code, fallback)
+            await super().close(code=fallback, reason=reason)
+
+    def denied(self, message: str) -> str:
+        return denial(message, self.scope.get("token_error"))
 
     async def refuse(self, code: str, message: str, task: str | None = None) -> None:
         """Tell the client why, then close with the matching code (DESIGN §3)."""
@@ -80,7 +102,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         """Check access, subscribe and replay; start a pending task when AUTO_START is on."""
         key = task.task_key
         if not await allowed(task.can_subscribe, self.user):
-            raise ProtocolError("forbidden", f"you may not watch {key}", key)
+            raise ProtocolError("forbidden", self.denied(f"you may not watch {key}"), key)
         old = self.subscriptions.pop(key, None)
         if old is not None:
             await old.close()
@@ -99,22 +121,31 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
 
     async def cancel(self, task: StreamTask) -> None:
         if not await allowed(task.can_cancel, self.user):
-            raise ProtocolError("forbidden", f"you may not cancel {task.task_key}", task.task_key)
+            raise ProtocolError(
+                "forbidden", self.denied(f"you may not cancel {task.task_key}"), task.task_key
+            )
         await coordinator.cancel_task(task)
 
     # -- client frames ----------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
         try:
+            if not self.limits.admit():
+                metrics.rate_limited("messages")
+                raise ProtocolError("rate_limited", "too many frames; slow down")
             action = parse(text_data, bytes_data, app_settings.MAX_CLIENT_FRAME_BYTES)
             if action.name == "ping":
                 await self.send_text(frames.PONG)
             else:
                 await self.act(action)
         except ProtocolError as exc:
-            await self.send_frame(frames.error(exc.code, exc.message, exc.task))
-            if exc.code == "too_large":
-                await self.close_now(CLOSE_TOO_LARGE)
+            if self.limits.must_close(exc.code):
+                logger.info("closing a misbehaving socket code=%s", exc.code)
+                await self.refuse(exc.code, exc.message, exc.task)
+            else:
+                await self.send_frame(frames.error(exc.code, exc.message, exc.task))
 
     async def act(self, action: Action) -> None:
         raise NotImplementedError
@@ -179,7 +210,11 @@ class TaskConsumer(TaskSocketConsumer):
             raise ProtocolError("bad_request", f"{action.name} works on ws/tasks/ only", self.key)
         if action.task is not None and action.task != self.key:
             raise ProtocolError("bad_request", f"this socket watches {self.key} only", action.task)
-        await self.cancel(self.subscriptions[self.key].task)
+        try:
+            task = await aget_task(self.key)  # fresh: the hook may look at the owner
+        except UnknownTask as exc:
+            raise ProtocolError("not_found", str(exc), self.key) from None
+        await self.cancel(task)
 
     async def state_sent(self, subscription: Subscription) -> None:
         if subscription.ended:

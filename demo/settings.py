@@ -92,8 +92,19 @@ def channel_layer_from_environment():
     return {"BACKEND": backend, "CONFIG": config}
 
 
+def cache_from_environment():
+    """Redis when ``REDIS_URL`` is set, so rate-limit counts are shared by every process."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    prefix = os.environ.get("STREAMAPP_LAYER_PREFIX", "streamapp")
+    return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url,
+            "KEY_PREFIX": prefix}
+
+
 DATABASES = {"default": database_from_environment()}
 CHANNEL_LAYERS = {"default": channel_layer_from_environment()}
+CACHES = {"default": cache_from_environment()}
 
 STREAMAPP = {
     # The demo lets anyone watch and cancel; a real site keeps the default (False).

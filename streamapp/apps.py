@@ -9,7 +9,7 @@ class StreamAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, metrics, serving  # noqa: F401  (checks register themselves)
+        from . import checks, metrics, security_checks, serving  # noqa: F401  (checks register)
 
         serving.install_daphne_hooks()
         if metrics.multiprocess_dir() is not None:

@@ -47,6 +47,23 @@ DEFAULTS: dict[str, Any] = {
     "OPEN_ACCESS": False,
     # Register every StreamTask model the project did not register itself in the Django admin.
     "ADMIN_AUTO_REGISTER": True,
+    # -- security (README "Security") --
+    # Dotted path of ``f(token) -> user`` for ``Authorization: Bearer`` / ``?token=``; it raises
+    # InvalidToken (or returns None) to refuse. None turns token authentication off.
+    "TOKEN_AUTHENTICATOR": "streamapp.tokens.authenticate_token",
+    # Lifetime in seconds of tokens from streamapp.tokens.mint_token (the default authenticator).
+    "TOKEN_MAX_AGE": 3600,
+    # Rates are (count, seconds) or None for no limit. WebSocket handshakes per client address,
+    # counted in the RATE_LIMIT_CACHE so that every process sharing it shares the count.
+    "CONNECTION_RATE": (60, 60.0),
+    # Frames per socket: a burst of ``count``, refilled at count/seconds per second, in-process.
+    "MESSAGE_RATE": (100, 10.0),
+    # Frames in a row refused for rate before the socket is closed with 4429.
+    "MAX_REFUSED_FRAMES": 50,
+    # Malformed frames (bad_request) one socket may send before it is closed with 4400.
+    "MAX_BAD_FRAMES": 20,
+    # The Django cache alias holding connection counts (make it Redis for many processes).
+    "RATE_LIMIT_CACHE": "default",
 }
 
 

@@ -29,3 +29,7 @@ class LeaseLost(StreamAppError):
 
 class WorkerLost(StreamAppError):
     """The worker that ran a task stopped renewing its lease (it crashed or was killed)."""
+
+
+class InvalidToken(StreamAppError):
+    """A bearer token was refused; the message says why (expired, bad signature, …)."""

@@ -6,10 +6,12 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from . import frames, metrics
+from .access import allowed, denial
 from .exceptions import UnknownTask
 from .keys import aget_task, canonical_key, stream_task_model
 from .readiness import readiness_problems
 from .state import task_state
+from .tokens import aauthenticate, bearer_from_header
 
 
 async def health(request: HttpRequest) -> HttpResponse:
@@ -38,7 +40,13 @@ async def task_state_view(request: HttpRequest, app_label: str, model: str, pk: 
         task = await aget_task(key)
     except UnknownTask as exc:
         return JsonResponse(frames.error("not_found", str(exc)), status=404)
-    user = await request.auser()
-    if not await sync_to_async(task.can_subscribe)(user):
-        return JsonResponse(frames.error("forbidden", f"you may not watch {key}", key), status=403)
+    token = bearer_from_header(request.headers.get("Authorization"))
+    problem = None
+    if token is not None:
+        user, problem = await aauthenticate(token)
+    else:
+        user = await request.auser()
+    if not await allowed(task.can_subscribe, user):
+        message = denial(f"you may not watch {key}", problem)
+        return JsonResponse(frames.error("forbidden", message, key), status=403)
     return JsonResponse(await task_state(task))

@@ -1,0 +1,25 @@
+"""Asking a task's permission hooks, the same way for sockets and for HTTP."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+logger = logging.getLogger("streamapp.access")
+
+
+async def allowed(check: Callable[[Any], Any], user: Any) -> bool:
+    """Run a permission hook in a thread (it may query the database); a hook that raises denies."""
+    try:
+        return bool(await sync_to_async(check)(user))
+    except Exception:  # noqa: BLE001 - fail closed, loudly: a broken hook must not grant access
+        logger.exception("permission hook raised; access denied hook=%s", check)
+        return False
+
+
+def denial(message: str, token_problem: str | None) -> str:
+    """An access-denied message that names a refused token, so the client learns why."""
+    return f"{message} (token refused: {token_problem})" if token_problem else message

@@ -8,7 +8,8 @@ what the client resubscribes with.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -92,8 +93,18 @@ class ScriptedServer:
         self.received.append(frames)
         await self.scripts[len(self.received) - 1](Conversation(ws, frames))
 
-    def serve(self, port: int = 0) -> Any:
-        return serve(self.handle, "127.0.0.1", port, process_request=serve_page)
+    @asynccontextmanager
+    async def serving(self, port: int = 0) -> AsyncIterator[int]:
+        """Listen on ``port`` (0: any free one) while in the block; yields the port."""
+        async with serve(self.handle, "127.0.0.1", port, process_request=serve_page) as server:
+            yield server.sockets[0].getsockname()[1]
+
+    async def watch(self, page, condition: str, since: int | None, **options: Any) -> dict:
+        """Start a client in ``page``, wait for ``condition`` on ``seen``; returns ``seen``."""
+        async with self.serving() as port:
+            await load_client(page, port, since, **options)
+            await page.wait_for_function(condition)
+            return await page.evaluate("seen")
 
 
 def serve_page(connection: ServerConnection, request: Request) -> Response | None:
@@ -135,11 +146,8 @@ async def test_resubscribes_from_the_last_seq_and_drops_repeated_events(page):
         await conversation.listen()
 
     server = ScriptedServer(first, second)
-    async with server.serve() as listening:
-        port = listening.sockets[0].getsockname()[1]
-        await load_client(page, port, since=0, minDelay=40, maxDelay=160)
-        await page.wait_for_function("seen.states.at(-1) === 'completed'")
-        seen = await page.evaluate("seen")
+    seen = await server.watch(page, "seen.states.at(-1) === 'completed'", since=0, minDelay=40,
+                              maxDelay=160)
 
     assert [frames[0] for frames in server.received] == [subscribe(0), subscribe(3)]
     assert seen["events"] == [1, 2, 3, 4, 5]
@@ -162,14 +170,13 @@ async def test_backs_off_while_the_server_is_away_then_resumes_and_sends_the_que
         await conversation.listen()
 
     server = ScriptedServer(first, second)
-    async with server.serve() as listening:
-        port = listening.sockets[0].getsockname()[1]
+    async with server.serving() as port:
         await load_client(page, port, since=None, minDelay=40, maxDelay=160)
         await page.wait_for_function("seen.events.length === 1")
     # The server is gone: every attempt is refused, and each waits longer than the last.
     await page.wait_for_function("seen.delays.length >= 4")
     await page.evaluate("key => client.cancel(key)", KEY)
-    async with server.serve(port):
+    async with server.serving(port):
         await page.wait_for_function("seen.states.at(-1) === 'cancelled'")
         seen = await page.evaluate("seen")
 
@@ -191,11 +198,8 @@ async def test_a_silent_socket_is_given_up_and_replaced(page):
         await conversation.listen()
 
     server = ScriptedServer(silent, second)
-    async with server.serve() as listening:
-        port = listening.sockets[0].getsockname()[1]
-        await load_client(page, port, since=0, pingInterval=150, minDelay=40)
-        await page.wait_for_function("seen.states.at(-1) === 'completed'")
-        seen = await page.evaluate("seen")
+    seen = await server.watch(page, "seen.states.at(-1) === 'completed'", since=0,
+                              pingInterval=150, minDelay=40)
 
     assert server.received[0] == [subscribe(0), {"action": "ping"}]
     assert server.received[1][0] == subscribe(0)

@@ -214,7 +214,6 @@ async def wait_until_server_passes(server: Daphne, key: str, seq: int) -> None:
                 return
 
 
-
 def task_url(server: Daphne, key: str, since: int | None = None) -> str:
     url = f"{server.ws_url}/ws/tasks/{key.replace('.', '/')}/"
     return url if since is None else f"{url}?since={since}"

@@ -120,7 +120,10 @@ def serve_page(connection: ServerConnection, request: Request) -> Response | Non
         return None  # the WebSocket handshake goes on
     else:
         return connection.respond(404, "not here")
-    headers = Headers({"Content-Type": content_type, "Content-Length": str(len(body))})
+    # Connection: close, or the browser keeps the connection alive and the server's shutdown
+    # waits out its close timeout for it.
+    headers = Headers({"Content-Type": content_type, "Content-Length": str(len(body)),
+                       "Connection": "close"})
     return Response(200, "OK", headers, body)
 
 

@@ -12,6 +12,7 @@ from channels.testing import WebsocketCommunicator
 
 from streamapp.coordinator import coordinator
 
+from .browser import launch_chromium, open_page
 from .helpers import task_path
 from .processes import ProcessDatabase
 
@@ -68,3 +69,17 @@ async def communicator_for(application):
     yield connect
     for communicator in opened:
         await communicator.disconnect(timeout=5)
+
+
+@pytest.fixture(scope="session")
+async def chromium():
+    """One headless Chromium for the whole run (tests/browser.py)."""
+    async with launch_chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+async def page(chromium):
+    """A fresh browser page; the test fails if the page throws an uncaught error."""
+    async with open_page(chromium) as browser_page:
+        yield browser_page

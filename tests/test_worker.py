@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 
 import pytest
 from channels.layers import get_channel_layer
@@ -133,3 +135,24 @@ async def test_stop_ends_running_tasks_within_the_shutdown_timeout(start_worker,
     await task.arefresh_from_db()
     assert task.status == "cancelled" and task.error["type"] == "WorkerShutdown"
     assert task.lease_owner == ""
+
+
+async def test_polling_finds_a_task_nobody_announced(start_worker):
+    """The fallback: a task created with no wake-up is found at the next poll."""
+    _, reports = start_worker(poll_seconds=0.2)
+    await reports.get()  # ready, and idle
+    task = await ExampleTask.objects.acreate(message="unannounced", delay=0)
+    assert await next_claim(reports) == task.task_key
+
+
+async def test_sigterm_stops_the_worker_gracefully(start_worker):
+    worker, reports = start_worker(poll_seconds=60)
+    await reports.get()
+    loop = asyncio.get_running_loop()
+    assert worker.install_signal_handlers()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(worker.running, timeout=5) == 0
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

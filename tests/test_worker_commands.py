@@ -8,6 +8,7 @@ import io
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connections
 
 from demo.models import ExampleTask, SlowTask
 from streamapp import leases
@@ -26,7 +27,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 async def command(*args: str) -> str:
     """Run a management command in a thread of its own (it runs its own event loop)."""
     out = io.StringIO()
-    await asyncio.to_thread(call_command, *args, stdout=out)
+
+    def run() -> None:
+        try:
+            call_command(*args, stdout=out)
+        finally:
+            connections.close_all()  # this thread's: the test database is dropped at the end
+
+    await asyncio.to_thread(run)
     return out.getvalue()
 
 
@@ -102,3 +110,20 @@ def test_checks_warn_when_web_processes_hand_off_over_an_in_memory_layer(setting
     settings.STREAMAPP = {**settings.STREAMAPP, "RUN_TASKS": False}
     expected = [] if USING_REDIS else ["streamapp.W001"]
     assert [m.id for m in check_channel_layer_spans_processes()] == expected
+
+
+async def test_starttask_runs_the_task_here_by_default():
+    output = await command("starttask", "demo.ExampleTask", "message=here", "steps=2", "delay=0")
+    *_, said, key = output.splitlines()
+    assert said == "Ran here and ended completed."
+    task = await ExampleTask.objects.aget(pk=key.rsplit(".", 1)[1])
+    assert task.status == "completed" and task.task_key == key
+
+
+async def test_starttask_hands_the_task_to_the_workers_when_run_tasks_is_off(settings):
+    settings.STREAMAPP = {**settings.STREAMAPP, "RUN_TASKS": False}
+    output = await command("starttask", "demo.ExampleTask", "message=there")
+    *_, said, key = output.splitlines()
+    assert said == "Handed to the runtasks workers (RUN_TASKS is off here)."
+    task = await ExampleTask.objects.aget(pk=key.rsplit(".", 1)[1])
+    assert task.status == "pending"

@@ -32,14 +32,16 @@ async def clean_runtime():
     """Each test starts with no runs and an empty channel layer, and leaves none behind."""
     coordinator.reopen()
     yield
-    await coordinator.shutdown(timeout=0)
-    coordinator.reopen()
-    layer = get_channel_layer()
-    if layer is not None and hasattr(layer, "flush"):
-        await layer.flush()
-    # The async ORM's worker thread holds its own connection: close it so the test database
-    # can be flushed and dropped.
-    await sync_to_async(connections.close_all)()
+    try:
+        await coordinator.shutdown(timeout=0)
+        layer = get_channel_layer()
+        if layer is not None and hasattr(layer, "flush"):
+            await layer.flush()
+    finally:
+        # A failed test must not leave the next one a closed coordinator or a held connection:
+        # the async ORM's worker thread keeps its own, and the test database must be flushed.
+        coordinator.reopen()
+        await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture
@@ -68,7 +70,10 @@ async def communicator_for(application):
 
     yield connect
     for communicator in opened:
-        await communicator.disconnect(timeout=5)
+        try:
+            await communicator.disconnect(timeout=5)
+        except Exception:  # the test already failed or closed it; the next must still run
+            pass
 
 
 @pytest.fixture(scope="session")

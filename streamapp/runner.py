@@ -20,7 +20,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import close_old_connections
 
-from . import broadcast, eventlog, frames, leases
+from . import broadcast, eventlog, frames, leases, retention
 from .conf import app_settings
 from .dbretry import with_retries
 from .events import EventStream
@@ -309,6 +309,10 @@ class Coordinator:
             self._control_channel = await layer.new_channel()
             self._background.append(asyncio.create_task(self._listen(layer), name="control"))
         self._background.append(asyncio.create_task(self._sweep_forever(), name="sweeper"))
+        if app_settings.PURGE_SECONDS is not None:
+            self._background.append(
+                asyncio.create_task(retention.purge_forever(), name="purge expired events")
+            )
 
     async def _join_control(self, key: str) -> None:
         await self._control_membership("group_add", key)

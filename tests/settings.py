@@ -1,5 +1,8 @@
 """Test settings: the demo settings plus test-only task models."""
 
+import json
+import os
+
 from demo.settings import *  # noqa: F403
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
@@ -9,6 +12,8 @@ STREAMAPP = {
     # Short enough that lease tests finish quickly, long enough for a loaded 2-core CI.
     "LEASE_SECONDS": 30.0,
     "HEARTBEAT_SECONDS": 10.0,
+    # Subprocess tests tune a server's settings through the environment.
+    **json.loads(os.environ.get("STREAMAPP_TEST_SETTINGS", "{}")),
 }
 
 # Fast hashing for test users.

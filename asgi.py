@@ -13,15 +13,15 @@ django_asgi_app = get_asgi_application()  # sets Django up before the consumers 
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from consumers.backlog import BacklogMiddleware  # noqa: E402
 from consumers.routing import websocket_urlpatterns  # noqa: E402
 from consumers.security import AllowedHostsOriginValidator  # noqa: E402
+from consumers.transport import TransportMiddleware  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        # BacklogMiddleware outermost: it needs daphne's own send (see consumers/backlog.py).
-        "websocket": BacklogMiddleware(
+        # TransportMiddleware outermost: it needs daphne's own send (consumers/transport.py).
+        "websocket": TransportMiddleware(
             AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
     }

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from .backlog import TransportBacklog
+from .transport import TransportBacklog
 
 DRAIN_POLL_SECONDS = 0.05
 
@@ -20,17 +20,14 @@ DRAIN_POLL_SECONDS = 0.05
 class SocketOutlet:
     def __init__(
         self,
-        send_text: Callable[[str], Awaitable[None]],
+        send: Callable[[str], Awaitable[None]],
         backlog: TransportBacklog | None,
         limit: int,
     ) -> None:
-        self._send_text = send_text
+        self.send = send  # called once per frame: no wrapper around it
         self._backlog = backlog
         self._limit = limit
         self._congested_since: float | None = None
-
-    async def send(self, text: str) -> None:
-        await self._send_text(text)
 
     def congested(self) -> bool:
         """Does the server hold more than the limit for this socket right now?"""

@@ -24,9 +24,9 @@ from streamapp import eventlog, frames
 from streamapp.models import FINAL_STATUSES, StreamTask
 from streamapp.state import Position, task_state
 
-logger = logging.getLogger("streamapp.consumers")
+from .logpages import LogPages, log_pages
 
-FILL_PAGE = 200  # events read from the log at a time: a long replay never sits in memory whole
+logger = logging.getLogger("streamapp.consumers")
 
 
 class Outlet(Protocol):
@@ -47,11 +47,14 @@ class Feed(Protocol):
 
 
 class Subscription:
-    def __init__(self, task: StreamTask, feed: Feed, outlet: Outlet) -> None:
+    def __init__(
+        self, task: StreamTask, feed: Feed, outlet: Outlet, log: LogPages = log_pages
+    ) -> None:
         self.task = task
         self.key = task.task_key
         self.feed = feed
         self.outlet = outlet
+        self.log = log
         self.last_seq = 0  # the newest seq this socket has been sent
         self.known_seq = 0  # the newest seq known to exist, sent or not
         self.revision = -1  # the revision of the newest state frame sent
@@ -127,18 +130,22 @@ class Subscription:
                 self._take_state(message)
                 await self._catch_up()
 
+    def missed(self, position: Position) -> bool:
+        """Has the task got further than this subscription has heard?"""
+        return position.seq > self.known_seq or position.revision > self._newest_revision()
+
     async def converge(self, position: Position) -> None:
-        """Compare a fresh read of the task's position; repair whatever the feed lost."""
+        """Repair whatever the feed lost, from a fresh read of the task's position."""
         async with self._lock:
-            newest = self.pending["revision"] if self.pending else self.revision
-            if self.closed or (position.seq <= self.known_seq and position.revision <= newest):
+            if self.closed or not self.missed(position):
                 return
             logger.info(
-                "subscription repairs lost news key=%s sent=%d now=%d revision=%d now=%d",
-                self.key, self.last_seq, position.seq, newest, position.revision,
+                "subscription repairs lost news key=%s known=%d now=%d revision=%d now=%d",
+                self.key, self.known_seq, position.seq, self._newest_revision(),
+                position.revision,
             )
             await self.feed.join(self.key)  # the membership itself may be gone (Redis restarted)
-            if position.revision > newest:
+            if position.revision > self._newest_revision():
                 self._take_state(await self._read_state())
             self.known_seq = max(self.known_seq, position.seq)
             await self._catch_up()
@@ -163,7 +170,7 @@ class Subscription:
     async def _catch_up(self) -> None:
         """Send logged events up to ``known_seq`` while the outlet has room, then a due state."""
         while self.last_seq < self.known_seq and not self.outlet.congested():
-            rows = await eventlog.since(self.key, self.last_seq, self.known_seq, FILL_PAGE)
+            rows = await self.log.read(self.key, self.last_seq, self.known_seq)
             oldest = rows[0][0] if rows else self.known_seq + 1
             if oldest > self.last_seq + 1:
                 await self._send(frames.encode(frames.error(
@@ -185,15 +192,18 @@ class Subscription:
         """Send event ``seq`` (the next one), after a pending state that belongs before it."""
         if self.pending is not None and self.pending["seq"] < seq:
             await self._send_state(self.pending)
-        await self._send(frame)
+        if not self.closed:  # _send inlined: this runs once per event per socket
+            await self.outlet.send(frame)
         self.last_seq = seq
 
     def _take_state(self, message: dict[str, Any]) -> None:
         """Keep ``message`` to send at its place, unless a newer state is sent or kept."""
-        newest = self.pending["revision"] if self.pending else self.revision
-        if message["revision"] > newest:
+        if message["revision"] > self._newest_revision():
             self.pending = message
         self.known_seq = max(self.known_seq, message["seq"])
+
+    def _newest_revision(self) -> int:
+        return self.pending["revision"] if self.pending else self.revision
 
     async def _read_state(self) -> dict[str, Any]:
         """The task's state as a ``stream.state`` message, read from the database now."""

@@ -22,11 +22,12 @@ from streamapp.exceptions import UnknownTask
 from streamapp.keys import aget_task, canonical_key, split_key, stream_task_model
 from streamapp.models import Status, StreamTask
 
-from .backlog import SCOPE_KEY as BACKLOG_SCOPE_KEY
 from .feed import GroupFeed
 from .outlet import SocketOutlet
 from .protocol import Action, ProtocolError, parse, parse_since
 from .subscription import Subscription
+from .transport import SCOPE_KEY as TRANSPORT_SCOPE_KEY
+from .transport import TransportBacklog
 from .upkeep import Upkeep
 
 logger = logging.getLogger("streamapp.consumers")
@@ -95,8 +96,9 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         self.user = self.scope.get("user")
         self.closing = False
         self.feed = GroupFeed(self.channel_layer, self.channel_name)
+        transport = self.scope.get(TRANSPORT_SCOPE_KEY)
         self.outlet = SocketOutlet(
-            self.send_text, self.scope.get(BACKLOG_SCOPE_KEY), app_settings.SEND_BUFFER_BYTES
+            self.frame_sender(transport), transport, app_settings.SEND_BUFFER_BYTES
         )
         self.upkeep = Upkeep(self, self.channel_layer)
         self.upkeep.start()
@@ -108,7 +110,14 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=frames.encode(frame))
 
     async def send_text(self, text: str) -> None:
-        await self.base_send({"type": "websocket.send", "text": text})  # the hot path: no detour
+        await self.send(text_data=text)
+
+    def frame_sender(self, transport: TransportBacklog | None) -> Callable[[str], Awaitable[None]]:
+        """How subscriptions send frames: straight to daphne when it is there (transport.py)."""
+        if transport is None:
+            return self.send_text
+        server_send = transport.send
+        return lambda text: server_send({"type": "websocket.send", "text": text})
 
     async def refuse(self, code: str, message: str, task: str | None = None) -> None:
         """Tell the client why, then close with the matching code (DESIGN §3)."""

@@ -2,7 +2,9 @@
 
 - every CONVERGE_SECONDS, subscriptions that heard nothing for that long re-read their task's
   position (one query per model and one on the log, whatever their number) and repair what a
-  lost feed missed: a dropped final state, a Redis subscription that went away;
+  lost feed missed: a dropped final state, a Redis subscription that went away. On a saturated
+  server news is often only waiting its turn, and needless checks and repairs would make it
+  worse: no check runs while the event loop lags, and a repair waits one more round of it;
 - group memberships are renewed well inside the layer's group_expiry;
 - a congested socket is polled until it has room, then its subscriptions catch up from the
   log; one congested for SLOW_CLIENT_SECONDS is closed (4408).
@@ -21,7 +23,7 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
 from streamapp.conf import app_settings
-from streamapp.state import positions
+from streamapp.state import Position, positions
 
 from .outlet import SocketOutlet
 from .subscription import Subscription
@@ -29,6 +31,8 @@ from .subscription import Subscription
 logger = logging.getLogger("streamapp.consumers")
 
 CONGESTED_POLL_SECONDS = 0.1
+CONFIRM_SECONDS = 0.2  # between seeing news missed and repairing it
+BUSY_LAG_SECONDS = 0.5  # a wake-up this late means the event loop is saturated
 ERROR_PAUSE_SECONDS = 1.0
 DEFAULT_GROUP_EXPIRY = 86400  # channels' own default
 
@@ -61,6 +65,8 @@ class Upkeep:
         self.converge_at = now + converge * random.uniform(0.5, 1.0)
         self.rejoin_every = rejoin_interval(layer) if layer is not None else None
         self.rejoin_at = now + self.rejoin_every if self.rejoin_every else float("inf")
+        # Subscriptions found behind the database, with what was found and when.
+        self.suspects: list[tuple[Subscription, Position, float]] = []
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -75,9 +81,12 @@ class Upkeep:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._wait())
+            wait = self._wait()
+            wake_at = time.monotonic() + wait
+            await asyncio.sleep(wait)
+            busy = time.monotonic() - wake_at > BUSY_LAG_SECONDS
             try:
-                if not await self.tick():
+                if not await self.tick(busy):
                     return
             except Exception:
                 logger.warning("socket upkeep failed", exc_info=True)
@@ -85,13 +94,18 @@ class Upkeep:
                 await asyncio.sleep(ERROR_PAUSE_SECONDS)
 
     def _wait(self) -> float:
+        if self.suspects:
+            return CONFIRM_SECONDS
         subscriptions = self.host.subscriptions.values()
         if self.host.outlet.congested() or any(s.behind for s in subscriptions):
             return CONGESTED_POLL_SECONDS
         return max(0.0, min(self.converge_at, self.rejoin_at) - time.monotonic())
 
-    async def tick(self) -> bool:
-        """One round of upkeep; False once the socket is being closed."""
+    async def tick(self, busy: bool = False) -> bool:
+        """One round of upkeep; False once the socket is being closed.
+
+        ``busy``: the event loop lags, so silence proves nothing and checks wait.
+        """
         if self.host.outlet.congested_for() > app_settings.SLOW_CLIENT_SECONDS:
             await self.host.close_slow()
             return False
@@ -99,17 +113,19 @@ class Upkeep:
             if subscription.behind and not self.host.outlet.congested():
                 await subscription.resume()
                 await self.host.progressed(subscription)
+        await self.repair_suspects()
         now = time.monotonic()
         if now >= self.converge_at:
             self.converge_at = now + app_settings.CONVERGE_SECONDS
-            await self.converge(now)
+            if not busy:
+                await self.find_suspects(now)
         if now >= self.rejoin_at:
             self.rejoin_at = now + self.rejoin_every
             for subscription in list(self.host.subscriptions.values()):
                 await subscription.rejoin()
         return True
 
-    async def converge(self, now: float) -> None:
+    async def find_suspects(self, now: float) -> None:
         """Check the subscriptions that heard nothing for CONVERGE_SECONDS against the DB."""
         quiet = [
             s for s in self.host.subscriptions.values()
@@ -118,8 +134,16 @@ class Upkeep:
         if not quiet:
             return
         found = await positions([s.task for s in quiet])
-        for subscription in quiet:
-            position = found.get(subscription.key)
-            if position is not None:
+        self.suspects = [
+            (s, found[s.key], time.monotonic())
+            for s in quiet
+            if s.key in found and s.missed(found[s.key])
+        ]
+
+    async def repair_suspects(self) -> None:
+        """Repair the suspects that still heard nothing since they were found behind."""
+        suspects, self.suspects = self.suspects, []
+        for subscription, position, found_at in suspects:
+            if subscription.heard_at < found_at:
                 await subscription.converge(position)
                 await self.host.progressed(subscription)

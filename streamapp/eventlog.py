@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from django.db.models import Max, Min
+from django.db.models.functions import Length
 
 from .models import TaskEvent
 
@@ -45,6 +46,19 @@ async def since(
     rows = rows.order_by("seq").values_list("seq", "frame")
     if limit is not None:
         rows = rows[:limit]
+    return [row async for row in rows]
+
+
+async def sizes(key: str, after: int, upto: int, limit: int) -> list[tuple[int, int]]:
+    """``(seq, frame length)`` of up to ``limit`` events with ``after < seq <= upto``, in order.
+
+    Lets a reader take big events a few at a time before it loads any of them.
+    """
+    rows = (
+        TaskEvent.objects.filter(task_key=key, seq__gt=after, seq__lte=upto)
+        .order_by("seq")
+        .values_list("seq", Length("frame"))[:limit]
+    )
     return [row async for row in rows]
 
 

@@ -10,6 +10,7 @@ from channels.layers import get_channel_layer
 from django.db import connections
 from channels.testing import WebsocketCommunicator
 
+from consumers.logpages import log_pages
 from streamapp.coordinator import coordinator
 
 from .helpers import task_path
@@ -32,6 +33,7 @@ async def clean_runtime():
     yield
     await coordinator.shutdown(timeout=0)
     coordinator.reopen()
+    log_pages.clear()  # a later test may reuse a task key
     layer = get_channel_layer()
     if layer is not None and hasattr(layer, "flush"):
         await layer.flush()

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,11 +69,15 @@ class Daphne:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self) -> "Daphne":
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-             "asgi:application"],
-            cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+        # A file, not a pipe: nobody reads a pipe while the test runs, and a full one would
+        # block the server on its next log line.
+        fd, self.output_path = tempfile.mkstemp(prefix="daphne-", suffix=".log")
+        with os.fdopen(fd, "a") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+                 "asgi:application"],
+                cwd=ROOT, env=self.env, stdout=output, stderr=subprocess.STDOUT,
+            )
         wait_for_port(self.port, self.process)
         return self
 
@@ -82,11 +87,18 @@ class Daphne:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
-            output, _ = self.process.communicate(timeout=timeout)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            output, _ = self.process.communicate()
-        return output or ""
+            self.process.wait()
+        output = self.printed()
+        os.unlink(self.output_path)
+        return output
+
+    def printed(self) -> str:
+        """What the server has printed so far."""
+        with open(self.output_path, errors="replace") as output:
+            return output.read()
 
     def __enter__(self) -> "Daphne":
         return self.start()

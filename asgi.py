@@ -17,6 +17,7 @@ from consumers.auth import TokenAuthMiddleware  # noqa: E402
 from consumers.ratelimit import ConnectionRateLimitMiddleware  # noqa: E402
 from consumers.routing import websocket_urlpatterns  # noqa: E402
 from consumers.security import AllowedHostsOriginValidator  # noqa: E402
+from consumers.transport import TransportMiddleware  # noqa: E402
 
 
 # Outside in: foreign Origins refused, handshake floods turned away before any session lookup,
@@ -24,9 +25,12 @@ from consumers.security import AllowedHostsOriginValidator  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            ConnectionRateLimitMiddleware(
-                AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+        # TransportMiddleware outermost: it needs daphne's own send (consumers/transport.py).
+        "websocket": TransportMiddleware(
+            AllowedHostsOriginValidator(
+                ConnectionRateLimitMiddleware(
+                    AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+                )
             )
         ),
     }

@@ -5,7 +5,9 @@ Consumers never write task state: starting and cancelling go through the coordin
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -20,9 +22,14 @@ from streamapp.exceptions import UnknownTask
 from streamapp.keys import aget_task, canonical_key, split_key, stream_task_model
 from streamapp.models import Status, StreamTask
 
+from .feed import GroupFeed
+from .outlet import SocketOutlet
 from .protocol import Action, ProtocolError, parse, parse_since
 from .ratelimit import CLOSE_RATE_LIMITED, SocketLimits
 from .subscription import Subscription
+from .transport import SCOPE_KEY as TRANSPORT_SCOPE_KEY
+from .transport import TransportBacklog
+from .upkeep import Upkeep
 
 logger = logging.getLogger("streamapp.consumers")
 
@@ -38,10 +45,44 @@ CLOSE_CODES = {
     "rate_limited": CLOSE_RATE_LIMITED,
     "bad_request": CLOSE_BAD_REQUEST,  # a socket that kept sending malformed frames
 }
+CLOSE_TOO_SLOW = 4408  # the client did not read for SLOW_CLIENT_SECONDS: reconnect with since
+LAYER_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
 class TaskSocketConsumer(AsyncWebsocketConsumer):
     """Shared machinery: subscriptions, client actions, and live news from the channel layer."""
+
+    upkeep: Upkeep | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:  # however the consumer ends (even cancelled), its upkeep task ends with it
+            if self.upkeep is not None:
+                await self.upkeep.stop()
+
+    # channels' __call__ stores the layer's receive here, then ends the consumer (and the socket,
+    # with 1011) the first time it raises: Redis restarting would close every socket. So the
+    # stored receive is kept, and the consumer reads through one that waits and tries again.
+    @property
+    def channel_receive(self) -> Callable[[], Awaitable[dict[str, Any]]]:
+        return self._receive_news
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        self._layer_receive = receive
+
+    async def _receive_news(self) -> dict[str, Any]:
+        failures = 0
+        while True:
+            try:
+                return await self._layer_receive()
+            except Exception:
+                pause = LAYER_RETRY_SECONDS[min(failures, len(LAYER_RETRY_SECONDS) - 1)]
+                log = logger.warning if failures == 0 else logger.debug
+                log("channel layer receive failed, retrying in %.1f s", pause, exc_info=True)
+                failures += 1
+                await asyncio.sleep(pause)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes old DB connections before every message: a thread-pool hop per event
@@ -59,6 +100,13 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         metrics.SOCKETS_CONNECTED.inc()
         self.limits = SocketLimits()
         self.closing = False
+        self.feed = GroupFeed(self.channel_layer, self.channel_name)
+        transport = self.scope.get(TRANSPORT_SCOPE_KEY)
+        self.outlet = SocketOutlet(
+            self.frame_sender(transport), transport, app_settings.SEND_BUFFER_BYTES
+        )
+        self.upkeep = Upkeep(self, self.channel_layer)
+        self.upkeep.start()
         await super().websocket_connect(message)
 
     # -- sending ----------------------------------------------------------------------------
@@ -86,6 +134,13 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     def denied(self, message: str) -> str:
         return denial(message, self.scope.get("token_error"))
 
+    def frame_sender(self, transport: TransportBacklog | None) -> Callable[[str], Awaitable[None]]:
+        """How subscriptions send frames: straight to daphne when it is there (transport.py)."""
+        if transport is None:
+            return self.send_text
+        server_send = transport.send
+        return lambda text: server_send({"type": "websocket.send", "text": text})
+
     async def refuse(self, code: str, message: str, task: str | None = None) -> None:
         """Tell the client why, then close with the matching code (DESIGN §3)."""
         await self.send_frame(frames.error(code, message, task))
@@ -93,8 +148,15 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
 
     async def close_now(self, code: int) -> None:
         """Leave every group at once (not when the client gets round to it), then close."""
+        self.closing = True
         await self.unsubscribe_all()
         await self.close(code=code)
+
+    async def close_slow(self) -> None:
+        """The client has not read for SLOW_CLIENT_SECONDS: what it missed stays in the log."""
+        logger.warning("closing a socket that stopped reading channel=%s tasks=%s",
+                       self.channel_name, ",".join(self.subscriptions)[:200])
+        await self.close_now(CLOSE_TOO_SLOW)
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -106,7 +168,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         old = self.subscriptions.pop(key, None)
         if old is not None:
             await old.close()
-        subscription = Subscription(task, self.channel_layer, self.channel_name, self.send_text)
+        subscription = Subscription(task, self.feed, self.outlet)
         self.subscriptions[key] = subscription
         for note in await subscription.open(since):
             await self.send_frame(note)
@@ -156,17 +218,21 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         subscription = self.subscriptions.get(message["task"])
         if subscription is not None:
             await subscription.on_events(message["events"])
+            await self.progressed(subscription)
 
     async def stream_state(self, message: dict[str, Any]) -> None:
         subscription = self.subscriptions.get(message["task"])
-        if subscription is not None and await subscription.on_state(message):
-            await self.state_sent(subscription)
+        if subscription is not None:
+            await subscription.on_state(message)
+            await self.progressed(subscription)
 
-    async def state_sent(self, subscription: Subscription) -> None:
-        """Hook: a state frame went out on ``subscription``."""
+    async def progressed(self, subscription: Subscription) -> None:
+        """Hook: ``subscription`` may have sent frames (its final state, for one)."""
 
     async def disconnect(self, code: int) -> None:
         metrics.SOCKETS_CONNECTED.dec()
+        if self.upkeep is not None:
+            await self.upkeep.stop()
         await self.unsubscribe_all()
 
 
@@ -191,8 +257,7 @@ class TaskConsumer(TaskSocketConsumer):
         except ProtocolError as exc:
             await self.refuse(exc.code, exc.message, exc.task)
             return
-        if subscription.ended:
-            await self.close_now(CLOSE_NORMAL)
+        await self.progressed(subscription)
 
     def since_from_query(self) -> tuple[int | None, dict[str, Any] | None]:
         """``?since=N`` from the URL; a bad value is reported and ignored."""
@@ -216,8 +281,15 @@ class TaskConsumer(TaskSocketConsumer):
             raise ProtocolError("not_found", str(exc), self.key) from None
         await self.cancel(task)
 
-    async def state_sent(self, subscription: Subscription) -> None:
-        if subscription.ended:
+    async def progressed(self, subscription: Subscription) -> None:
+        """After the final state, close 1000 once the client has it all.
+
+        Waiting for the socket to drain matters: daphne drops a connection that does not answer
+        the close within a second, and the kernel would discard what a slow reader had not read.
+        """
+        if subscription.finished and not self.closing:
+            self.closing = True
+            await self.outlet.drained(app_settings.SLOW_CLIENT_SECONDS)
             await self.close_now(CLOSE_NORMAL)
 
 

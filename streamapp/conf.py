@@ -32,9 +32,13 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_POLL_SECONDS": 5.0,
     # Largest encoded event frame send_event accepts.
     "MAX_EVENT_BYTES": 16 * 1024 * 1024,
-    # Event log retention: events kept per task, and seconds kept after the task ends.
+    # Event log retention: events kept per task, and seconds kept after the task ends (None:
+    # forever). A model's ``event_retention`` / ``event_retention_seconds`` win.
     "EVENT_RETENTION": 10_000,
     "EVENT_RETENTION_SECONDS": 7 * 24 * 3600,
+    # How often a running coordinator deletes the events of tasks past their retention time
+    # (None: never; call streamapp.retention.purge_expired_events yourself).
+    "PURGE_SECONDS": 3600.0,
     # Events buffered by a running task before send_event waits for the log writer.
     "EVENT_BUFFER": 1000,
     # Largest client frame the consumer reads, in bytes.
@@ -43,6 +47,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_SUBSCRIPTIONS": 100,
     # A quiet subscription re-reads its task's position this often (seconds).
     "CONVERGE_SECONDS": 5.0,
+    # Bytes the server may hold in memory for one socket before new events wait in the log
+    # for it; a socket held over this for SLOW_CLIENT_SECONDS is closed with 4408.
+    "SEND_BUFFER_BYTES": 512 * 1024,
+    "SLOW_CLIENT_SECONDS": 30.0,
     # Anyone, signed in or not, may watch and cancel every task (the demo settings turn it on).
     "OPEN_ACCESS": False,
     # Register every StreamTask model the project did not register itself in the Django admin.

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from django.db.models import Max, Min
+from django.db.models.functions import Length
 
 from .models import TaskEvent
 
@@ -32,12 +33,33 @@ async def append(key: str, events: Sequence[LoggedEvent]) -> None:
     )
 
 
-async def since(key: str, after: int, upto: int | None = None) -> list[tuple[int, str]]:
-    """``(seq, frame)`` of every logged event with ``after < seq <= upto``, in order."""
+async def since(
+    key: str, after: int, upto: int | None = None, limit: int | None = None
+) -> list[tuple[int, str]]:
+    """``(seq, frame)`` of the logged events with ``after < seq <= upto``, in order.
+
+    ``limit`` pages through a long stretch without holding all of it in memory.
+    """
     rows = TaskEvent.objects.filter(task_key=key, seq__gt=after)
     if upto is not None:
         rows = rows.filter(seq__lte=upto)
-    return [row async for row in rows.order_by("seq").values_list("seq", "frame")]
+    rows = rows.order_by("seq").values_list("seq", "frame")
+    if limit is not None:
+        rows = rows[:limit]
+    return [row async for row in rows]
+
+
+async def sizes(key: str, after: int, upto: int, limit: int) -> list[tuple[int, int]]:
+    """``(seq, frame length)`` of up to ``limit`` events with ``after < seq <= upto``, in order.
+
+    Lets a reader take big events a few at a time before it loads any of them.
+    """
+    rows = (
+        TaskEvent.objects.filter(task_key=key, seq__gt=after, seq__lte=upto)
+        .order_by("seq")
+        .values_list("seq", Length("frame"))[:limit]
+    )
+    return [row async for row in rows]
 
 
 async def latest(key: str) -> tuple[int, str] | None:
@@ -49,6 +71,17 @@ async def latest(key: str) -> tuple[int, str] | None:
 async def current_seq(key: str) -> int:
     result = await TaskEvent.objects.filter(task_key=key).aaggregate(top=Max("seq"))
     return result["top"] or 0
+
+
+async def current_seqs(keys: Sequence[str]) -> dict[str, int]:
+    """The newest logged seq of each of ``keys`` that has events, in one query."""
+    rows = (
+        TaskEvent.objects.filter(task_key__in=list(keys))
+        .order_by()
+        .values_list("task_key")
+        .annotate(top=Max("seq"))
+    )
+    return {key: top async for key, top in rows}
 
 
 async def oldest_seq(key: str) -> int:
@@ -77,3 +110,14 @@ def recent(key: str, limit: int) -> list[LoggedEvent]:
     """The newest ``limit`` events of a task, newest first (sync: the admin pages read it)."""
     rows = TaskEvent.objects.filter(task_key=key).order_by("-seq")[:limit]
     return [LoggedEvent(row.seq, row.name, row.frame, row.created_at) for row in rows]
+
+
+async def keys_logged_before(prefix: str, before: datetime) -> list[str]:
+    """Keys starting with ``prefix`` that have an event logged before ``before``."""
+    rows = (
+        TaskEvent.objects.filter(task_key__startswith=prefix, created_at__lt=before)
+        .order_by()
+        .values_list("task_key", flat=True)
+        .distinct()
+    )
+    return [key async for key in rows]

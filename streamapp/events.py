@@ -2,7 +2,8 @@
 
 An event is announced on the channel layer only after its log row is written, so any event a
 client has received can be replayed. Writes are batched: ``emit`` queues the event and one
-writer task per stream flushes whatever has queued up in a single INSERT.
+writer task per stream flushes what has queued up in one INSERT and one layer message, at most
+BATCH_BYTES at a time (a bigger event goes alone), so big events never make a giant message.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from .exceptions import EventTooLarge
 
 logger = logging.getLogger("streamapp.events")
 
+BATCH_BYTES = 1024 * 1024  # frame text written and announced at once
+BUFFER_BYTES = 16 * 1024 * 1024  # frame text queued before send_event waits for the writer
+
 
 class EventStream:
     """The event pipe of one task in the process that runs it."""
@@ -32,11 +36,12 @@ class EventStream:
         self._retention = retention if retention is not None else app_settings.EVENT_RETENTION
         self._trimmed_below = 0
         self._queue: list[LoggedEvent] = []
+        self._queued_chars = 0
         self._writer: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
 
     async def emit(self, name: str, data: Any) -> int:
-        """Queue one event; waits only when the writer is more than EVENT_BUFFER events behind."""
+        """Queue one event; waits only when the writer is EVENT_BUFFER events or BUFFER_BYTES behind."""
         if self._error is not None:
             raise self._error
         if not isinstance(name, str) or not name:
@@ -52,9 +57,10 @@ class EventStream:
             )
         self.seq = seq
         self._queue.append(LoggedEvent(seq, name, frame, created_at))
+        self._queued_chars += len(frame)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_queued(), name=f"events:{self.key}")
-        if len(self._queue) >= app_settings.EVENT_BUFFER:
+        if len(self._queue) >= app_settings.EVENT_BUFFER or self._queued_chars >= BUFFER_BYTES:
             await self.drain()
         return seq
 
@@ -69,7 +75,7 @@ class EventStream:
     async def _write_queued(self) -> None:
         try:
             while self._queue:
-                batch, self._queue = self._queue, []
+                batch = self._next_batch()
                 await with_retries(
                     lambda: eventlog.append(self.key, batch), what="event log", key=self.key
                 )
@@ -82,8 +88,21 @@ class EventStream:
                          extra={"task_key": self.key})
             self._error = exc
             self._queue.clear()
+            self._queued_chars = 0
         finally:
             self._writer = None
+
+    def _next_batch(self) -> list[LoggedEvent]:
+        """The oldest queued events up to BATCH_BYTES of frame text (at least one)."""
+        size, count = 0, 0
+        for event in self._queue:
+            if count and size + len(event.frame) > BATCH_BYTES:
+                break
+            size += len(event.frame)
+            count += 1
+        batch, self._queue = self._queue[:count], self._queue[count:]
+        self._queued_chars -= size
+        return batch
 
     async def _trim_if_due(self) -> None:
         # Trim in steps of a tenth of the retention so the DELETE is rare, not per event.

@@ -66,6 +66,8 @@ class StreamTask(models.Model):
     timeout: float | None = None  # seconds; None falls back to STREAMAPP["DEFAULT_TIMEOUT"]
     max_attempts: int = 1  # >1 lets the sweeper retry a task whose worker died
     event_retention: int | None = None  # events kept; None falls back to the setting
+    # Seconds the events stay after the task ends; None falls back to the setting.
+    event_retention_seconds: float | None = None
 
     objects = StreamTaskQuerySet.as_manager()
 
@@ -91,6 +93,13 @@ class StreamTask(models.Model):
         if self.event_retention is not None:
             return self.event_retention
         return app_settings.EVENT_RETENTION
+
+    @classmethod
+    def get_event_retention_seconds(cls) -> float | None:
+        """Seconds a finished task's events are kept; None keeps them for ever."""
+        if cls.event_retention_seconds is not None:
+            return cls.event_retention_seconds
+        return app_settings.EVENT_RETENTION_SECONDS
 
     # -- the work ---------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import close_old_connections
 
-from . import broadcast, eventlog, frames, handoff, leases, metrics
+from . import broadcast, eventlog, frames, handoff, leases, metrics, retention
 from .conf import app_settings
 from .dbretry import with_retries
 from .events import EventStream
@@ -388,6 +388,10 @@ class Coordinator:
             )
             self._background.append(asyncio.create_task(listen, name="control"))
         self._background.append(asyncio.create_task(self._sweep_forever(), name="sweeper"))
+        if app_settings.PURGE_SECONDS is not None:
+            self._background.append(
+                asyncio.create_task(retention.purge_forever(), name="purge expired events")
+            )
 
     async def _join_control(self, key: str) -> None:
         await self._control_membership("group_add", key)

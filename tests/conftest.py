@@ -10,6 +10,7 @@ from channels.layers import get_channel_layer
 from django.db import connections
 from channels.testing import WebsocketCommunicator
 
+from consumers.logpages import log_pages
 from streamapp.coordinator import coordinator
 
 from .browser import launch_chromium, open_page
@@ -41,6 +42,7 @@ async def clean_runtime():
         # A failed test must not leave the next one a closed coordinator or a held connection:
         # the async ORM's worker thread keeps its own, and the test database must be flushed.
         coordinator.reopen()
+        log_pages.clear()  # a later test may reuse a task key
         await sync_to_async(connections.close_all)()
 
 

@@ -1,5 +1,8 @@
 """Test settings: the demo settings plus test-only task models."""
 
+import json
+import os
+
 from demo.settings import *  # noqa: F403
 from streamapp.conf import from_environment
 
@@ -13,6 +16,8 @@ STREAMAPP = {
     # Subprocess tests hand short leases, sweeps and shutdown timeouts to their servers and
     # workers as STREAMAPP_<NAME> environment variables.
     **from_environment(),
+    # Subprocess tests tune a server's settings through the environment.
+    **json.loads(os.environ.get("STREAMAPP_TEST_SETTINGS", "{}")),
 }
 
 # Fast hashing for test users.

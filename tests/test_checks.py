@@ -12,6 +12,7 @@ from django.test import modify_settings, override_settings
 
 from demo.models import FailingTask
 from streamapp import checks as streamapp_checks
+from streamapp.keys import stream_task_models
 
 NO_SUCH_BACKEND = {"default": {"BACKEND": "nowhere.ChannelLayer"}}
 IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -71,10 +72,9 @@ def test_channels_missing_from_installed_apps():
 @override_settings(MIGRATION_MODULES={"testapp": None})
 def test_task_models_of_an_app_without_migrations():
     warned = [m.obj._meta.label for m in checks.run_checks() if m.id == "streamapp.W003"]
-    assert sorted(warned) == sorted([
-        "testapp.BurstTask", "testapp.StepTask", "testapp.ErrorTask", "testapp.GeneratorTask",
-        "testapp.TimeoutTask", "testapp.OwnedTask",
-    ])
+    testapp_tasks = [m._meta.label for m in stream_task_models() if m._meta.app_label == "testapp"]
+    assert "testapp.BurstTask" in testapp_tasks
+    assert sorted(warned) == sorted(testapp_tasks)
 
 
 @override_settings(MIGRATION_MODULES={"demo": "tests.partial_migrations"})

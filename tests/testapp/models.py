@@ -5,6 +5,7 @@ import asyncio
 from django.conf import settings
 from django.db import models
 
+from streamapp.exceptions import EventTooLarge
 from streamapp.models import StreamTask
 
 ERRORS = {
@@ -88,3 +89,18 @@ class OwnedTask(StreamTask):
     async def process(self):
         await self.send_event("hello", {})
         return await self.wait_signal("finish")
+
+
+class OversizeTask(StreamTask):
+    """Tries an event of ``size`` characters, catches EventTooLarge, and completes anyway."""
+
+    size = models.PositiveIntegerField(default=0)
+
+    async def process(self):
+        await self.send_event("before", {})
+        try:
+            await self.send_event("huge", {"pad": "x" * self.size})
+        except EventTooLarge as exc:
+            await self.send_event("refused", {"error": str(exc)})
+            return "caught"
+        return "sent"

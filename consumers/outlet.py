@@ -1,0 +1,58 @@
+"""One socket's way out: send frames, and say when the server holds too much for it.
+
+A congested socket is not sent new events: they wait in the event log, and its subscriptions
+catch up from there once the client has read what it was given. So a client that does not read
+costs the server at most SEND_BUFFER_BYTES (plus the frame that crossed it), never the task's
+time nor anyone else's; one that stays congested for SLOW_CLIENT_SECONDS is hopeless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from .transport import TransportBacklog
+
+DRAIN_POLL_SECONDS = 0.05
+
+
+class SocketOutlet:
+    def __init__(
+        self,
+        send: Callable[[str], Awaitable[None]],
+        backlog: TransportBacklog | None,
+        limit: int,
+    ) -> None:
+        self.send = send  # called once per frame: no wrapper around it
+        self._backlog = backlog
+        self._limit = limit
+        self._congested_since: float | None = None
+
+    def congested(self) -> bool:
+        """Does the server hold more than the limit for this socket right now?"""
+        if self._backlog is None:
+            return False
+        if self._backlog.held() <= self._limit:
+            self._congested_since = None
+            return False
+        if self._congested_since is None:
+            self._congested_since = time.monotonic()
+        return True
+
+    def congested_for(self) -> float:
+        """Seconds this socket has been congested without a break (0 when it is not)."""
+        if not self.congested():
+            return 0.0
+        return time.monotonic() - self._congested_since
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until the client has everything sent so far (or the socket is gone)."""
+        if self._backlog is None:
+            return True
+        deadline = time.monotonic() + timeout
+        while not self._backlog.closed and self._backlog.unsent() > 0:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(DRAIN_POLL_SECONDS)  # no event tells us the kernel sent it
+        return True

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import resource
+import time
+import urllib.request
 
 import pytest
+import websockets
 from channels.testing import WebsocketCommunicator
 
 from streamapp import broadcast, eventlog
 from streamapp.coordinator import coordinator
 from tests.helpers import group_members, receive_until, receive_until_closed, task_path
+from tests.processes import Daphne, manage
 from tests.testapp.models import BurstTask, ErrorTask, StepTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -178,3 +183,41 @@ async def test_9_memory_stays_bounded_over_a_thousand_tasks(application):
     assert grown < bound, f"RSS grew {grown / 2**20:.1f} MiB"
     assert coordinator.running_keys == []
     assert not any([await group_members(broadcast.task_group(k)) for k in keys[::50]])
+
+
+def gauge(server_url: str, name: str) -> float:
+    with urllib.request.urlopen(f"{server_url}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
+
+
+async def wait_for_gauge(server_url: str, name: str, value: float, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while gauge(server_url, name) != value:
+        assert time.monotonic() < deadline, f"{name} never became {value}"
+        await asyncio.sleep(0.05)  # polling a metric of another process: no event reaches us
+
+
+@pytest.mark.slow
+async def test_2_a_socket_dropped_without_a_close_frame_is_noticed(process_db):
+    """2. Network failure during streaming: a client's TCP connection is cut with no close frame;
+    the server notices and drops the socket (and its subscriptions), and the task goes on to its
+    end for the other client."""
+    key = manage(process_db.env, "starttask", "demo.ExampleTask", "message=cut", "steps=40",
+                 "delay=0.05", "--pending").strip().splitlines()[-1]
+    with Daphne(process_db.env) as server:
+        url = f"{server.ws_url}/ws/tasks/{key.replace('.', '/')}/"
+        async with websockets.connect(url) as steady:
+            cut = await websockets.connect(url)
+            assert json.loads(await cut.recv())["type"] == "state"
+            await wait_for_gauge(server.url, "streamapp_subscriptions", 2)
+            cut.transport.abort()  # RST: no close frame, no FIN handshake
+            await wait_for_gauge(server.url, "streamapp_sockets_connected", 1)
+            await wait_for_gauge(server.url, "streamapp_subscriptions", 1)
+            frames = [json.loads(message) async for message in steady]
+        assert steady.close_code == 1000
+    events = [f for f in frames if f["type"] == "event"]
+    assert [e["seq"] for e in events] == list(range(1, 43))
+    assert frames[-1]["status"] == "completed"

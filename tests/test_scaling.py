@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import time
+import urllib.request
 from urllib.parse import urlsplit
 
 import pytest
@@ -56,9 +57,6 @@ class Cluster:
         self.web_env = {**self.env, "STREAMAPP_RUN_TASKS": "0"}
         self.workers: list[Worker] = []
 
-    def env_with(self, **settings: str) -> dict[str, str]:
-        return {**self.env, **{f"STREAMAPP_{name}": value for name, value in settings.items()}}
-
     def ensure_workers(self, count: int) -> list[Worker]:
         """At least ``count`` live runtasks workers (killed ones are replaced)."""
         self.workers = [w for w in self.workers if w.process.poll() is None]
@@ -88,7 +86,7 @@ class Cluster:
     def orphan(self, key: str) -> None:
         """Make the task look as a worker that died leaves it: running, its lease run out."""
         app_label, model, pk = key.split(".")
-        self.database.fetchone(
+        assert self.database.fetchone(
             f"UPDATE {app_label}_{model} SET status = 'running', attempts = 1, "
             "lease_owner = 'dead-host:1:deadbeef', lease_expires_at = now() - interval '1 s' "
             "WHERE id = %s RETURNING id", int(pk)
@@ -106,9 +104,9 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     tag = os.environ.get("STREAMAPP_TEST_DB", "test_streamapp")
-    database = ProcessDatabase(None, f"{tag}_mp").create()
+    database = ProcessDatabase(tmp_path_factory.mktemp("cluster"), f"{tag}_mp").create()
     cluster = Cluster(database)
     yield cluster
     for worker in cluster.workers:
@@ -149,6 +147,11 @@ async def rest_of_stream(ws, timeout: float = 10, so_far: list[dict] = ()) -> li
     assert ws.close_code == 1000
     assert received[-1]["type"] == "state" and received[-1]["status"] in FINAL
     return received
+
+
+def http_json(address: str) -> dict:
+    with urllib.request.urlopen(address, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def is_state(status: str):
@@ -192,6 +195,8 @@ async def test_a_task_started_through_b_runs_on_a_worker_and_streams_to_a_client
     assert a_frames[-1]["final_value"] == "Completed processing: fan-out"
     assert seqs(b_frames)[-1] == 22 and b_frames[-1] == a_frames[-1]
     await worker.line(f"claimed {key}")  # executed by the worker, not by a web process
+    for server in web:  # what a load balancer asks: the database and Redis both answer
+        assert await asyncio.to_thread(http_json, f"{server.url}/ready") == {"ready": True}
     print(f"pending → running seen on A {reached_worker:.3f} s after B's subscribe")
     assert reached_worker < 5, "a wake-up, not the 60 s poll, brings tasks to the workers"
 
@@ -224,8 +229,14 @@ async def test_a_cancel_from_a_process_not_running_the_task_reaches_every_subscr
     cluster.ensure_workers(1)
     key = cluster.create("runnerapp.CleanupTask")
     a, b, *_ = await watch_on_a_then_start_on_b(web, key)
-    await frames_until(a, lambda f: f.get("event") == "waiting")
-    await a.send(json.dumps({"action": "cancel"}))  # A runs nothing; the worker runs the task
+    async with websockets.connect(f"{web[0].ws_url}/ws/tasks/", open_timeout=10) as many:
+        await many.send(json.dumps({"action": "subscribe", "task": key}))
+        await frames_until(many, lambda f: f.get("event") == "waiting")
+        # Daphne A runs nothing; the worker runs the task and hears the cancel through Redis.
+        await many.send(json.dumps({"action": "cancel", "task": key}))
+        frames = await frames_until(many, is_state("cancelled"))  # ws/tasks/ stays open
+        assert [f.get("event") or f["status"] for f in frames][-2:] == ["cleanup", "cancelled"]
+        await many.send(json.dumps({"action": "unsubscribe", "task": key}))
     for ws in (a, b):
         frames = await rest_of_stream(ws)
         assert [f.get("event") or f["status"] for f in frames][-2:] == ["cleanup", "cancelled"]

@@ -166,6 +166,8 @@ async def watch_on_a_then_start_on_b(web, key: str):
     """A client on A watching the pending task ``key``, and one on B whose subscription starts it.
 
     Returns both sockets and the frames each has received up to the task's ``running`` state.
+    Close a socket you will not read: unread frames stall it (websockets stops reading), and
+    its closing handshake then waits for the close timeout.
     """
     a_server, b_server = web
     a = await websockets.connect(url(a_server, key), open_timeout=10)
@@ -270,6 +272,7 @@ async def test_a_killed_workers_task_is_recovered_within_a_lease_and_a_sweep(
     cluster.ensure_workers(2)
     key = cluster.create(model, "seconds=30" if not retried else "seconds=1.5")
     a, b, *_ = await watch_on_a_then_start_on_b(web, key)
+    await b.close()
     await frames_until(a, lambda f: f["type"] == "event")
     victim = cluster.worker_running(key)
     killed = time.monotonic()
@@ -292,18 +295,17 @@ async def test_a_killed_workers_task_is_recovered_within_a_lease_and_a_sweep(
         assert frames[-1]["status"] == "failed"
     all_seqs = seqs(frames)
     assert all_seqs == sorted(set(all_seqs))
-    await b.close()
 
 
 async def test_sigterm_to_a_worker_leaves_no_task_running(cluster, web):
     workers = cluster.ensure_workers(1)
-    keys, watchers, starters = [], [], []
+    keys, watchers = [], []
     for model in ("demo.SlowTask", "runnerapp.RetryTask"):
         keys.append(key := cluster.create(model, "seconds=30"))
         a, b, *_ = await watch_on_a_then_start_on_b(web, key)
+        await b.close()
         await frames_until(a, lambda f: f["type"] == "event")
         watchers.append(a)
-        starters.append(b)
     for worker in workers:
         worker.process.send_signal(signal.SIGTERM)  # all at once: no survivor re-claims
     for worker in list(workers):
@@ -316,8 +318,7 @@ async def test_sigterm_to_a_worker_leaves_no_task_running(cluster, web):
     assert retry[-1]["error"]["type"] == "WorkerShutdown"  # retries remain: pending again
     assert cluster.row(keys[0], "status", "lease_owner") == ("cancelled", "")
     assert cluster.row(keys[1], "status", "lease_owner") == ("pending", "")
-    for ws in watchers + starters:
-        await ws.close()
+    await watchers[1].close()
 
 
 async def test_daphne_running_tasks_sweeps_from_its_start_and_ends_its_tasks_on_sigterm(
@@ -356,6 +357,7 @@ async def test_a_worker_rides_out_a_brief_database_outage(cluster, web):
         try:
             key = cluster.create("demo.SlowTask", "seconds=4")
             a, b, *_ = await watch_on_a_then_start_on_b(web, key)
+            await b.close()
             await frames_until(a, lambda f: f["type"] == "event")
             relay.cut(seconds=2)
             frames = await rest_of_stream(a, timeout=30)
@@ -365,4 +367,3 @@ async def test_a_worker_rides_out_a_brief_database_outage(cluster, web):
     assert seqs(frames) == list(range(seqs(frames)[0], seqs(frames)[-1] + 1))  # no gap, no repeat
     assert cluster.row(key, "attempts", "lease_owner") == (1, "")
     assert "database error, retrying" in output and relay.turned_away > 0  # the outage was felt
-    await b.close()

@@ -56,13 +56,20 @@ class Cluster:
         self.env = {**database.env, **SHORT_LEASES, "STREAMAPP_LAYER_PREFIX": self.prefix}
         self.web_env = {**self.env, "STREAMAPP_RUN_TASKS": "0"}
         self.workers: list[Worker] = []
+        self.servers: list[Daphne] = []  # stopped at the end, even after a failed test
+
+    def daphnes(self, *envs: dict[str, str]) -> list[Daphne]:
+        servers = [Daphne(env) for env in envs]
+        self.servers += servers
+        start_all(*servers)
+        return servers
 
     def ensure_workers(self, count: int) -> list[Worker]:
         """At least ``count`` live runtasks workers (killed ones are replaced)."""
         self.workers = [w for w in self.workers if w.process.poll() is None]
         new = [Worker(self.env) for _ in range(count - len(self.workers))]
-        start_all(*new)
         self.workers += new
+        start_all(*new)
         return self.workers
 
     def stop_workers(self) -> None:
@@ -109,8 +116,9 @@ def cluster(tmp_path_factory):
     database = ProcessDatabase(tmp_path_factory.mktemp("cluster"), f"{tag}_mp").create()
     cluster = Cluster(database)
     yield cluster
-    for worker in cluster.workers:
-        worker.stop()
+    for process in cluster.workers + cluster.servers:
+        if process.process is not None:
+            process.stop()
     database.drop()
     cluster.forget_layer()
 
@@ -118,9 +126,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def web(cluster):
     """Daphne A (sockets only, no auto-start) and daphne B (sockets only, hands tasks over)."""
-    a = Daphne({**cluster.web_env, "STREAMAPP_AUTO_START": "0"})
-    b = Daphne(cluster.web_env)
-    start_all(a, b)
+    a, b = cluster.daphnes({**cluster.web_env, "STREAMAPP_AUTO_START": "0"}, cluster.web_env)
     yield a, b
     a.stop()
     b.stop()
@@ -205,24 +211,21 @@ async def test_a_task_started_through_b_runs_on_a_worker_and_streams_to_a_client
 
 async def test_twenty_concurrent_starts_from_two_processes_run_the_task_once(cluster, web):
     """Twenty subscribers on two daphnes that run tasks themselves: each start races to claim."""
-    c, d = Daphne(cluster.env), Daphne(cluster.env)
-    start_all(c, d)
-    try:
-        key = cluster.create("runnerapp.CountedTask")
-        clients = await asyncio.gather(*(
-            websockets.connect(url(server, key), open_timeout=10) for server in [c, d] * 10
-        ))
-        for ws in clients:  # every client sees the one run's first event
-            await frames_until(ws, lambda f: f.get("event") == "started")
-        assert cluster.row(key, "runs", "attempts", "status") == (1, 1, "running")
+    c, d = cluster.daphnes(cluster.env, cluster.env)
+    key = cluster.create("runnerapp.CountedTask")
+    clients = await asyncio.gather(*(
+        websockets.connect(url(server, key), open_timeout=10) for server in [c, d] * 10
+    ))
+    for ws in clients:  # every client sees the one run's first event
+        await frames_until(ws, lambda f: f.get("event") == "started")
+    assert cluster.row(key, "runs", "attempts", "status") == (1, 1, "running")
 
-        await clients[0].send(json.dumps({"action": "cancel"}))
-        for ws in clients:
-            assert (await rest_of_stream(ws))[-1]["status"] == "cancelled"
-        assert cluster.row(key, "runs", "attempts", "status") == (1, 1, "cancelled")
-    finally:
-        c.stop()
-        d.stop()
+    await clients[0].send(json.dumps({"action": "cancel"}))
+    for ws in clients:
+        assert (await rest_of_stream(ws))[-1]["status"] == "cancelled"
+    assert cluster.row(key, "runs", "attempts", "status") == (1, 1, "cancelled")
+    c.stop()
+    d.stop()
 
 
 async def test_a_cancel_from_a_process_not_running_the_task_reaches_every_subscriber(
@@ -330,7 +333,7 @@ async def test_daphne_running_tasks_sweeps_from_its_start_and_ends_its_tasks_on_
     cluster.orphan(orphan)  # left running by a worker that died; nobody sweeps yet
     async with websockets.connect(url(web[0], orphan), open_timeout=10) as watcher:
         assert (await frames_until(watcher, lambda f: True))[-1]["status"] == "running"
-        server = Daphne(cluster.env).start()  # runs tasks: sweeps at once, with no request
+        [server] = cluster.daphnes(cluster.env)  # runs tasks: sweeps at once, no request
         final = (await rest_of_stream(watcher))[-1]
         assert final["status"] == "failed" and final["error"]["type"] == "WorkerLost"
 

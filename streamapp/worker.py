@@ -3,8 +3,8 @@
 A worker is woken through the channel layer (group ``sa.workers``) when a task becomes
 claimable, and when one of its own runs ends; polling every WORKER_POLL_SECONDS is only the
 fallback for a lost wake-up. Candidates are picked oldest first with ``SELECT … FOR UPDATE SKIP
-LOCKED`` where the database has it, so concurrent workers spread over different rows; the
-coordinator's conditional UPDATE still decides who runs each task.
+LOCKED`` where the database has it, so workers picking at the same moment take different rows;
+the coordinator's conditional UPDATE (``status = 'pending'``) still decides who runs each task.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import time
+import urllib.request
 from urllib.parse import urlsplit
 
 import pytest
@@ -55,16 +56,20 @@ class Cluster:
         self.env = {**database.env, **SHORT_LEASES, "STREAMAPP_LAYER_PREFIX": self.prefix}
         self.web_env = {**self.env, "STREAMAPP_RUN_TASKS": "0"}
         self.workers: list[Worker] = []
+        self.servers: list[Daphne] = []  # stopped at the end, even after a failed test
 
-    def env_with(self, **settings: str) -> dict[str, str]:
-        return {**self.env, **{f"STREAMAPP_{name}": value for name, value in settings.items()}}
+    def daphnes(self, *envs: dict[str, str]) -> list[Daphne]:
+        servers = [Daphne(env) for env in envs]
+        self.servers += servers
+        start_all(*servers)
+        return servers
 
     def ensure_workers(self, count: int) -> list[Worker]:
         """At least ``count`` live runtasks workers (killed ones are replaced)."""
         self.workers = [w for w in self.workers if w.process.poll() is None]
         new = [Worker(self.env) for _ in range(count - len(self.workers))]
-        start_all(*new)
         self.workers += new
+        start_all(*new)
         return self.workers
 
     def stop_workers(self) -> None:
@@ -88,7 +93,7 @@ class Cluster:
     def orphan(self, key: str) -> None:
         """Make the task look as a worker that died leaves it: running, its lease run out."""
         app_label, model, pk = key.split(".")
-        self.database.fetchone(
+        assert self.database.fetchone(
             f"UPDATE {app_label}_{model} SET status = 'running', attempts = 1, "
             "lease_owner = 'dead-host:1:deadbeef', lease_expires_at = now() - interval '1 s' "
             "WHERE id = %s RETURNING id", int(pk)
@@ -106,13 +111,14 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     tag = os.environ.get("STREAMAPP_TEST_DB", "test_streamapp")
-    database = ProcessDatabase(None, f"{tag}_mp").create()
+    database = ProcessDatabase(tmp_path_factory.mktemp("cluster"), f"{tag}_mp").create()
     cluster = Cluster(database)
     yield cluster
-    for worker in cluster.workers:
-        worker.stop()
+    for process in cluster.workers + cluster.servers:
+        if process.process is not None:
+            process.stop()
     database.drop()
     cluster.forget_layer()
 
@@ -120,9 +126,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def web(cluster):
     """Daphne A (sockets only, no auto-start) and daphne B (sockets only, hands tasks over)."""
-    a = Daphne({**cluster.web_env, "STREAMAPP_AUTO_START": "0"})
-    b = Daphne(cluster.web_env)
-    start_all(a, b)
+    a, b = cluster.daphnes({**cluster.web_env, "STREAMAPP_AUTO_START": "0"}, cluster.web_env)
     yield a, b
     a.stop()
     b.stop()
@@ -151,6 +155,11 @@ async def rest_of_stream(ws, timeout: float = 10, so_far: list[dict] = ()) -> li
     return received
 
 
+def http_json(address: str) -> dict:
+    with urllib.request.urlopen(address, timeout=10) as response:
+        return json.loads(response.read())
+
+
 def is_state(status: str):
     return lambda frame: frame["type"] == "state" and frame["status"] == status
 
@@ -163,6 +172,8 @@ async def watch_on_a_then_start_on_b(web, key: str):
     """A client on A watching the pending task ``key``, and one on B whose subscription starts it.
 
     Returns both sockets and the frames each has received up to the task's ``running`` state.
+    Close a socket you will not read: unread frames stall it (websockets stops reading), and
+    its closing handshake then waits for the close timeout.
     """
     a_server, b_server = web
     a = await websockets.connect(url(a_server, key), open_timeout=10)
@@ -192,30 +203,29 @@ async def test_a_task_started_through_b_runs_on_a_worker_and_streams_to_a_client
     assert a_frames[-1]["final_value"] == "Completed processing: fan-out"
     assert seqs(b_frames)[-1] == 22 and b_frames[-1] == a_frames[-1]
     await worker.line(f"claimed {key}")  # executed by the worker, not by a web process
+    for server in web:  # what a load balancer asks: the database and Redis both answer
+        assert await asyncio.to_thread(http_json, f"{server.url}/ready") == {"ready": True}
     print(f"pending → running seen on A {reached_worker:.3f} s after B's subscribe")
     assert reached_worker < 5, "a wake-up, not the 60 s poll, brings tasks to the workers"
 
 
 async def test_twenty_concurrent_starts_from_two_processes_run_the_task_once(cluster, web):
     """Twenty subscribers on two daphnes that run tasks themselves: each start races to claim."""
-    c, d = Daphne(cluster.env), Daphne(cluster.env)
-    start_all(c, d)
-    try:
-        key = cluster.create("runnerapp.CountedTask")
-        clients = await asyncio.gather(*(
-            websockets.connect(url(server, key), open_timeout=10) for server in [c, d] * 10
-        ))
-        for ws in clients:  # every client sees the one run's first event
-            await frames_until(ws, lambda f: f.get("event") == "started")
-        assert cluster.row(key, "runs", "attempts", "status") == (1, 1, "running")
+    c, d = cluster.daphnes(cluster.env, cluster.env)
+    key = cluster.create("runnerapp.CountedTask")
+    clients = await asyncio.gather(*(
+        websockets.connect(url(server, key), open_timeout=10) for server in [c, d] * 10
+    ))
+    for ws in clients:  # every client sees the one run's first event
+        await frames_until(ws, lambda f: f.get("event") == "started")
+    assert cluster.row(key, "runs", "attempts", "status") == (1, 1, "running")
 
-        await clients[0].send(json.dumps({"action": "cancel"}))
-        for ws in clients:
-            assert (await rest_of_stream(ws))[-1]["status"] == "cancelled"
-        assert cluster.row(key, "runs", "attempts", "status") == (1, 1, "cancelled")
-    finally:
-        c.stop()
-        d.stop()
+    await clients[0].send(json.dumps({"action": "cancel"}))
+    for ws in clients:
+        assert (await rest_of_stream(ws))[-1]["status"] == "cancelled"
+    assert cluster.row(key, "runs", "attempts", "status") == (1, 1, "cancelled")
+    c.stop()
+    d.stop()
 
 
 async def test_a_cancel_from_a_process_not_running_the_task_reaches_every_subscriber(
@@ -224,8 +234,14 @@ async def test_a_cancel_from_a_process_not_running_the_task_reaches_every_subscr
     cluster.ensure_workers(1)
     key = cluster.create("runnerapp.CleanupTask")
     a, b, *_ = await watch_on_a_then_start_on_b(web, key)
-    await frames_until(a, lambda f: f.get("event") == "waiting")
-    await a.send(json.dumps({"action": "cancel"}))  # A runs nothing; the worker runs the task
+    async with websockets.connect(f"{web[0].ws_url}/ws/tasks/", open_timeout=10) as many:
+        await many.send(json.dumps({"action": "subscribe", "task": key}))
+        await frames_until(many, lambda f: f.get("event") == "waiting")
+        # Daphne A runs nothing; the worker runs the task and hears the cancel through Redis.
+        await many.send(json.dumps({"action": "cancel", "task": key}))
+        frames = await frames_until(many, is_state("cancelled"))  # ws/tasks/ stays open
+        assert [f.get("event") or f["status"] for f in frames][-2:] == ["cleanup", "cancelled"]
+        await many.send(json.dumps({"action": "unsubscribe", "task": key}))
     for ws in (a, b):
         frames = await rest_of_stream(ws)
         assert [f.get("event") or f["status"] for f in frames][-2:] == ["cleanup", "cancelled"]
@@ -259,6 +275,7 @@ async def test_a_killed_workers_task_is_recovered_within_a_lease_and_a_sweep(
     cluster.ensure_workers(2)
     key = cluster.create(model, "seconds=30" if not retried else "seconds=1.5")
     a, b, *_ = await watch_on_a_then_start_on_b(web, key)
+    await b.close()
     await frames_until(a, lambda f: f["type"] == "event")
     victim = cluster.worker_running(key)
     killed = time.monotonic()
@@ -281,18 +298,17 @@ async def test_a_killed_workers_task_is_recovered_within_a_lease_and_a_sweep(
         assert frames[-1]["status"] == "failed"
     all_seqs = seqs(frames)
     assert all_seqs == sorted(set(all_seqs))
-    await b.close()
 
 
 async def test_sigterm_to_a_worker_leaves_no_task_running(cluster, web):
     workers = cluster.ensure_workers(1)
-    keys, watchers, starters = [], [], []
+    keys, watchers = [], []
     for model in ("demo.SlowTask", "runnerapp.RetryTask"):
         keys.append(key := cluster.create(model, "seconds=30"))
         a, b, *_ = await watch_on_a_then_start_on_b(web, key)
+        await b.close()
         await frames_until(a, lambda f: f["type"] == "event")
         watchers.append(a)
-        starters.append(b)
     for worker in workers:
         worker.process.send_signal(signal.SIGTERM)  # all at once: no survivor re-claims
     for worker in list(workers):
@@ -305,8 +321,7 @@ async def test_sigterm_to_a_worker_leaves_no_task_running(cluster, web):
     assert retry[-1]["error"]["type"] == "WorkerShutdown"  # retries remain: pending again
     assert cluster.row(keys[0], "status", "lease_owner") == ("cancelled", "")
     assert cluster.row(keys[1], "status", "lease_owner") == ("pending", "")
-    for ws in watchers + starters:
-        await ws.close()
+    await watchers[1].close()
 
 
 async def test_daphne_running_tasks_sweeps_from_its_start_and_ends_its_tasks_on_sigterm(
@@ -318,7 +333,7 @@ async def test_daphne_running_tasks_sweeps_from_its_start_and_ends_its_tasks_on_
     cluster.orphan(orphan)  # left running by a worker that died; nobody sweeps yet
     async with websockets.connect(url(web[0], orphan), open_timeout=10) as watcher:
         assert (await frames_until(watcher, lambda f: True))[-1]["status"] == "running"
-        server = Daphne(cluster.env).start()  # runs tasks: sweeps at once, with no request
+        [server] = cluster.daphnes(cluster.env)  # runs tasks: sweeps at once, no request
         final = (await rest_of_stream(watcher))[-1]
         assert final["status"] == "failed" and final["error"]["type"] == "WorkerLost"
 
@@ -345,6 +360,7 @@ async def test_a_worker_rides_out_a_brief_database_outage(cluster, web):
         try:
             key = cluster.create("demo.SlowTask", "seconds=4")
             a, b, *_ = await watch_on_a_then_start_on_b(web, key)
+            await b.close()
             await frames_until(a, lambda f: f["type"] == "event")
             relay.cut(seconds=2)
             frames = await rest_of_stream(a, timeout=30)
@@ -354,4 +370,3 @@ async def test_a_worker_rides_out_a_brief_database_outage(cluster, web):
     assert seqs(frames) == list(range(seqs(frames)[0], seqs(frames)[-1] + 1))  # no gap, no repeat
     assert cluster.row(key, "attempts", "lease_owner") == (1, "")
     assert "database error, retrying" in output and relay.turned_away > 0  # the outage was felt
-    await b.close()

@@ -54,9 +54,10 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
-        finally:  # however the consumer ends (even cancelled), its upkeep task ends with it
+        finally:  # however the consumer ends (even cancelled or crashed), nothing stays behind
             if self.upkeep is not None:
                 await self.upkeep.stop()
+                await self.unsubscribe_all()
 
     # channels' __call__ stores the layer's receive here, then ends the consumer (and the socket,
     # with 1011) the first time it raises: Redis restarting would close every socket. So the
@@ -167,6 +168,8 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     # -- client frames ----------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return  # the close is sent: nothing may follow it
         try:
             action = parse(text_data, bytes_data, app_settings.MAX_CLIENT_FRAME_BYTES)
             if action.name == "ping":

@@ -133,8 +133,9 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
 
     async def close_slow(self) -> None:
         """The client has not read for SLOW_CLIENT_SECONDS: what it missed stays in the log."""
-        logger.warning("closing a socket that stopped reading channel=%s tasks=%s",
-                       self.channel_name, ",".join(self.subscriptions)[:200])
+        client = self.scope.get("client") or ("?", "?")
+        logger.warning("closing a socket that stopped reading client=%s:%s tasks=%s",
+                       client[0], client[1], ",".join(self.subscriptions)[:200])
         await self.close_now(CLOSE_TOO_SLOW)
 
     # -- subscriptions ----------------------------------------------------------------------

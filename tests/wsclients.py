@@ -47,6 +47,21 @@ class Followed:
     final: dict | None = None
     reconnects: int = 0
     close_codes: list[int | None] = field(default_factory=list)
+    _waiters: list[tuple[int, asyncio.Future]] = field(default_factory=list)
+
+    def reached(self, seq: int) -> asyncio.Future:
+        """Done once event ``seq`` (or a later one) has come."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((seq, waiter))
+        self._add(None)
+        return waiter
+
+    def _add(self, seq: int | None) -> None:
+        if seq is not None:
+            self.seqs.append(seq)
+        for wanted, waiter in self._waiters:
+            if self.seqs and self.seqs[-1] >= wanted and not waiter.done():
+                waiter.set_result(None)
 
     @property
     def ended(self) -> bool:
@@ -58,13 +73,15 @@ class Followed:
         )
 
 
-async def follow(ws, server, key: str, *, start: asyncio.Event | None = None) -> Followed:
+async def follow(ws, server, key: str, *, start: asyncio.Event | None = None,
+                 seen: Followed | None = None) -> Followed:
     """Read a one-task socket to its end, as a well-behaved client does.
 
     ``start``: read nothing until it is set (a client that stopped reading for a while). If the
     socket ends before the final state, the client reconnects with ``since`` and goes on.
+    ``seen``: where to record it, for a caller that watches progress.
     """
-    seen = Followed()
+    seen = seen or Followed()
     if start is not None:
         await start.wait()
     while True:
@@ -72,7 +89,7 @@ async def follow(ws, server, key: str, *, start: asyncio.Event | None = None) ->
             async for text in ws:
                 frame = json.loads(text)
                 if frame["type"] == "event":
-                    seen.seqs.append(frame["seq"])
+                    seen._add(frame["seq"])
                 elif frame["type"] == "state":
                     seen.final = frame
         except websockets.ConnectionClosedError:

@@ -15,6 +15,9 @@ from collections.abc import Awaitable, Callable
 from .transport import TransportBacklog
 
 DRAIN_POLL_SECONDS = 0.05
+# Twisted writes to the kernel only when the event loop comes round: frames sent in one go all
+# count as held until then. A pause this long lets it write what the kernel will take.
+FLUSH_SECONDS = 0.001
 
 
 class SocketOutlet:
@@ -39,6 +42,13 @@ class SocketOutlet:
         if self._congested_since is None:
             self._congested_since = time.monotonic()
         return True
+
+    async def has_room(self) -> bool:
+        """Not congested, once the server has written what the kernel takes right now."""
+        if not self.congested():
+            return True
+        await asyncio.sleep(FLUSH_SECONDS)
+        return not self.congested()
 
     def congested_for(self) -> float:
         """Seconds this socket has been congested without a break (0 when it is not)."""

@@ -34,8 +34,8 @@ class Outlet(Protocol):
 
     async def send(self, text: str) -> None: ...
 
-    def congested(self) -> bool:
-        """True while the client has not taken enough of what it was sent."""
+    async def has_room(self) -> bool:
+        """False while the client has not taken enough of what it was sent."""
 
 
 class Feed(Protocol):
@@ -124,7 +124,7 @@ class Subscription:
                 if seq > self.last_seq + 1:
                     metrics.GAP_REPAIRS.inc()
                     break  # a gap: the log has it
-                if self.outlet.congested():
+                if not await self.outlet.has_room():
                     break  # no room: the log has it
                 await self._emit(seq, frame)
                 metrics.EVENTS_DELIVERED_LIVE.inc()
@@ -180,7 +180,7 @@ class Subscription:
 
     async def _catch_up(self) -> None:
         """Send logged events up to ``known_seq`` while the outlet has room, then a due state."""
-        while self.last_seq < self.known_seq and not self.outlet.congested():
+        while self.last_seq < self.known_seq and await self.outlet.has_room():
             rows = await self.log.read(self.key, self.last_seq, self.known_seq)
             oldest = rows[0][0] if rows else self.known_seq + 1
             if oldest > self.last_seq + 1:
@@ -193,7 +193,7 @@ class Subscription:
             for seq, frame in rows:
                 await self._emit(seq, frame)
                 metrics.EVENTS_DELIVERED_FROM_LOG.inc()
-                if self.outlet.congested():
+                if not await self.outlet.has_room():
                     break
             if self.closed:
                 return

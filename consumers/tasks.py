@@ -57,9 +57,10 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
-        finally:  # however the consumer ends (even cancelled), its upkeep task ends with it
+        finally:  # however the consumer ends (even cancelled or crashed), nothing stays behind
             if self.upkeep is not None:
                 await self.upkeep.stop()
+                await self.unsubscribe_all()
 
     # channels' __call__ stores the layer's receive here, then ends the consumer (and the socket,
     # with 1011) the first time it raises: Redis restarting would close every socket. So the
@@ -154,8 +155,9 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
 
     async def close_slow(self) -> None:
         """The client has not read for SLOW_CLIENT_SECONDS: what it missed stays in the log."""
-        logger.warning("closing a socket that stopped reading channel=%s tasks=%s",
-                       self.channel_name, ",".join(self.subscriptions)[:200])
+        client = self.scope.get("client") or ("?", "?")
+        logger.warning("closing a socket that stopped reading client=%s:%s tasks=%s",
+                       client[0], client[1], ",".join(self.subscriptions)[:200])
         await self.close_now(CLOSE_TOO_SLOW)
 
     # -- subscriptions ----------------------------------------------------------------------
@@ -192,7 +194,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
-            return
+            return  # the close is sent: nothing may follow it
         try:
             if not self.limits.admit():
                 metrics.rate_limited("messages")

@@ -154,9 +154,10 @@ class ServerProcess:
 class Daphne(ServerProcess):
     """``with Daphne(env) as server:`` serves ``asgi:application`` on ``server.port``."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+    def __init__(self, env: dict[str, str], port: int | None = None, *args: str) -> None:
         super().__init__(env)
         self.port = port or free_port()
+        self.args = args  # more daphne options
 
     @property
     def url(self) -> str:
@@ -168,7 +169,7 @@ class Daphne(ServerProcess):
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-                "asgi:application"]
+                *self.args, "asgi:application"]
 
     def wait_until_ready(self) -> None:
         wait_for_port(self.port, self.process)
@@ -246,3 +247,40 @@ class ProcessDatabase:
     def drop(self) -> None:
         if self.postgres:
             self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+class RedisServer:
+    """A private redis-server on a free port, for tests that stop or restart Redis.
+
+    Never the shared server: other test runs use that one.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        self.process = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.process)
+        return self
+
+    def kill(self) -> None:
+        """Stop it the hard way, as a crash would: whatever it held is gone."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.kill()

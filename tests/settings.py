@@ -13,6 +13,8 @@ STREAMAPP = {
     # Short enough that lease tests finish quickly, long enough for a loaded 2-core CI.
     "LEASE_SECONDS": 30.0,
     "HEARTBEAT_SECONDS": 10.0,
+    # Load tests open hundreds of sockets from 127.0.0.1; the limiter's own tests set limits.
+    "CONNECTION_RATE": None,
     # Subprocess tests hand short leases, sweeps and shutdown timeouts to their servers and
     # workers as STREAMAPP_<NAME> environment variables.
     **from_environment(),

@@ -75,7 +75,7 @@ async def test_500_subscribers_each_get_all_5000_events_in_order(layer, process_
             readers.cancel()
         elapsed = time.monotonic() - started
         daphne_cpu = cpu_seconds(server.process.pid)
-        repairs = server.output().count("repairs lost news")
+        repairs = server.output.count("repairs lost news")
 
     codes = Counter(code for seen in streams for code in seen.close_codes)
     print(f"\n{layer}: {SUBSCRIBERS}x{EVENTS} in {elapsed:.1f} s, daphne CPU {daphne_cpu:.1f} s, "

@@ -82,7 +82,7 @@ async def test_redis_restarted_mid_stream(layer, process_db):
             finally:
                 worker.cancel()
                 readers.cancel()
-            repairs = server.output().count("repairs lost news")
+            repairs = server.output.count("repairs lost news")
 
     events = STEPS + 2
     for stream in streams:

@@ -47,10 +47,10 @@ async def closed_ports(server, count: int, timeout: float = 30) -> list[int]:
     Its log is a file: nothing to wait on but the file.
     """
     deadline = asyncio.get_running_loop().time() + timeout
-    while (found := server.output().count(CLOSED)) < count:
+    while (found := server.output.count(CLOSED)) < count:
         assert asyncio.get_running_loop().time() < deadline, f"{found} closed, not {count}"
         await asyncio.sleep(0.05)
-    lines = server.output().split(CLOSED)[1:count + 1]
+    lines = server.output.split(CLOSED)[1:count + 1]
     return [int(line.split(" ", 1)[0]) for line in lines]
 
 

@@ -20,7 +20,7 @@ from collections import Counter
 import pytest
 
 from tests.conftest import USING_REDIS
-from tests.processes import Daphne, ProcessDatabase, manage
+from tests.processes import Daphne, manage, process_database
 from tests.wsclients import (
     LAGGING_CLIENTS,
     connect_many,
@@ -41,10 +41,8 @@ EVENTS = 5000
 
 @pytest.fixture(scope="module")
 def process_db(tmp_path_factory):
-    tag = os.environ.get("STREAMAPP_TEST_DB", "test_streamapp")
-    database = ProcessDatabase(tmp_path_factory.mktemp("fanout"), f"{tag}_fanout").create()
-    yield database
-    database.drop()
+    with process_database(tmp_path_factory.mktemp("fanout"), "fanout") as database:
+        yield database
 
 
 def cpu_seconds(pid: int) -> float:

@@ -76,9 +76,7 @@ class EventStream:
         try:
             while self._queue:
                 batch = self._next_batch()
-                await with_retries(
-                    lambda batch=batch: eventlog.append(self.key, batch), what="event log"
-                )
+                await with_retries(lambda: eventlog.append(self.key, batch), what="event log")
                 self.logged_seq = batch[-1].seq
                 await broadcast.publish_events(self.key, [(e.seq, e.frame) for e in batch])
                 await self._trim_if_due()

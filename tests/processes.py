@@ -12,8 +12,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,14 +185,3 @@ class RedisServer:
     def __exit__(self, *exc_info: object) -> None:
         if self.process is not None and self.process.poll() is None:
             self.kill()
-
-
-@contextmanager
-def process_database(tmp_path: Path, purpose: str) -> Iterator[ProcessDatabase]:
-    """A ProcessDatabase named after this run and ``purpose``, dropped afterwards."""
-    tag = os.environ.get("STREAMAPP_TEST_DB", "test_streamapp")
-    database = ProcessDatabase(tmp_path, f"{tag}_{purpose}").create()
-    try:
-        yield database
-    finally:
-        database.drop()

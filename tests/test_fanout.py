@@ -20,7 +20,8 @@ from collections import Counter
 import pytest
 
 from tests.conftest import USING_REDIS
-from tests.processes import Daphne, manage, process_database
+from tests.databases import process_database
+from tests.processes import Daphne, manage
 from tests.wsclients import (
     LAGGING_CLIENTS,
     connect_many,
@@ -79,8 +80,7 @@ async def test_500_subscribers_each_get_all_5000_events_in_order(layer, task, pr
             readers.cancel()
         elapsed = time.monotonic() - started
         daphne_cpu = cpu_seconds(server.process.pid)
-        printed = server.printed()
-        repairs = printed.count("repairs lost news")
+        repairs = server.printed().count("repairs lost news")
 
     codes = Counter(code for seen in streams for code in seen.close_codes)
     print(f"\n{layer}: {SUBSCRIBERS}x{EVENTS} in {elapsed:.1f} s, daphne CPU {daphne_cpu:.1f} s, "

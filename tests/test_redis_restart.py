@@ -16,7 +16,8 @@ import urllib.request
 import pytest
 
 from tests.conftest import USING_REDIS
-from tests.processes import Daphne, RedisServer, manage, process_database
+from tests.databases import process_database
+from tests.processes import Daphne, RedisServer, manage
 from tests.wsclients import (
     Followed,
     connect_many,

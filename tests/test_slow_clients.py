@@ -9,7 +9,8 @@ import asyncio
 import pytest
 import websockets
 
-from tests.processes import Daphne, manage, process_database
+from tests.databases import process_database
+from tests.processes import Daphne, manage
 from tests.wsclients import OPTIONS, connect_many, follow, layer_env, task_url
 
 pytestmark = pytest.mark.slow

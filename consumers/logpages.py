@@ -59,10 +59,10 @@ class LogPages:
         slot = (key, index)
         wanted = min(upto, (index + 1) * WINDOW)
         window = self._windows.get(slot)
-        if window is not None and time.monotonic() - window.read_at < KEEP_SECONDS:
-            if window.top >= wanted or window.rows is None:
-                self._windows.move_to_end(slot)
-                return window
+        fresh = window is not None and time.monotonic() - window.read_at < KEEP_SECONDS
+        if fresh and (window.top >= wanted or window.rows is None):
+            self._windows.move_to_end(slot)
+            return window
         reading = self._reading.get(slot)
         if reading is None:
             reading = asyncio.create_task(self._load(key, index), name=f"log window {slot}")

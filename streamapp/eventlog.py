@@ -17,7 +17,6 @@ from django.db.models.functions import Length
 
 from .models import TaskEvent
 
-
 _COLUMNS = ("task_key", "seq", "name", "frame", "created_at")
 
 

@@ -203,6 +203,7 @@ async def test_an_oversize_event_raises_in_the_task_which_goes_on(communicator_f
     assert [(e["seq"], e["event"]) for e in events] == [(1, "before"), (2, "refused")]
     assert "the limit is 1048576" in events[1]["data"]["error"]
     assert frames[-1]["status"] == "completed" and frames[-1]["final_value"] == "caught"
+    assert code == 1000
     await task.arefresh_from_db()
     assert task.status == "completed" and task.last_seq == 2
 

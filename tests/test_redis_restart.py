@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import urllib.request
 
 import pytest
 
 from tests.conftest import USING_REDIS
-from tests.processes import Daphne, ProcessDatabase, RedisServer, manage
+from tests.databases import process_database
+from tests.processes import Daphne, RedisServer, manage
 from tests.wsclients import (
     Followed,
     connect_many,
@@ -38,10 +38,8 @@ STEPS = 80  # about 0.05 s apart: events start, progress x STEPS, complete
 
 @pytest.fixture(scope="module")
 def process_db(tmp_path_factory):
-    tag = os.environ.get("STREAMAPP_TEST_DB", "test_streamapp")
-    database = ProcessDatabase(tmp_path_factory.mktemp("restart"), f"{tag}_restart").create()
-    yield database
-    database.drop()
+    with process_database(tmp_path_factory.mktemp("restart"), "restart") as database:
+        yield database
 
 
 async def logged_seq(server, key: str) -> int:

@@ -5,12 +5,12 @@ clients unaffected, the hopeless closed with 4408, and all of it caught up from 
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 import websockets
 
-from tests.processes import Daphne, ProcessDatabase, manage
+from tests.databases import process_database
+from tests.processes import Daphne, manage
 from tests.wsclients import OPTIONS, connect_many, follow, layer_env, task_url
 
 pytestmark = pytest.mark.slow
@@ -23,10 +23,8 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def process_db(tmp_path):
-    tag = os.environ.get("STREAMAPP_TEST_DB", "test_streamapp")
-    database = ProcessDatabase(tmp_path, f"{tag}_slow").create()
-    yield database
-    database.drop()
+    with process_database(tmp_path, "slow") as database:
+        yield database
 
 
 def memory(pid: int, field: str) -> int:
@@ -69,10 +67,7 @@ async def read_what_is_left(ws) -> list[int]:
 async def test_clients_that_stop_reading_cost_little_and_are_closed_4408(process_db):
     key = manage(process_db.env, "starttask", "testapp.BurstTask", f"count={EVENTS}",
                  f"payload_bytes={PAYLOAD}", "--pending").strip().splitlines()[-1]
-    env = layer_env(process_db.env, os.environ.get("STREAMAPP_LAYER", "redis"),
-                    SEND_BUFFER_BYTES=64 * 1024, SLOW_CLIENT_SECONDS=2)
-    if not os.environ.get("REDIS_URL"):
-        env.pop("STREAMAPP_LAYER")  # the embedded default: in-memory layer, task in daphne
+    env = layer_env(process_db.env, None, SEND_BUFFER_BYTES=64 * 1024, SLOW_CLIENT_SECONDS=2)
     with Daphne(env) as server:
         stalled = await connect_many(task_url(server, key), STALLED)
         for ws in stalled:

@@ -119,12 +119,16 @@ async def run_task_elsewhere(env: dict[str, str], key: str) -> str:
     return text.strip().splitlines()[-1]
 
 
-def layer_env(env: dict[str, str], layer: str, redis_url: str | None = None,
+def layer_env(env: dict[str, str], layer: str | None, redis_url: str | None = None,
               **settings: object) -> dict[str, str]:
-    """``env`` with a channel layer kind, its own key prefix, and STREAMAPP overrides."""
-    prefix = f"{os.environ.get('STREAMAPP_LAYER_PREFIX', 'asgi')}_{layer}"
-    extra = {"STREAMAPP_LAYER": layer, "STREAMAPP_LAYER_PREFIX": prefix,
-             "STREAMAPP_TEST_SETTINGS": json.dumps(settings)}
+    """``env`` with STREAMAPP overrides and a channel layer kind with its own key prefix.
+
+    ``layer`` None keeps the run's layer (in-memory, or RedisChannelLayer with REDIS_URL).
+    """
+    extra = {"STREAMAPP_TEST_SETTINGS": json.dumps(settings)}
+    if layer is not None:
+        prefix = f"{os.environ.get('STREAMAPP_LAYER_PREFIX', 'asgi')}_{layer}"
+        extra.update(STREAMAPP_LAYER=layer, STREAMAPP_LAYER_PREFIX=prefix)
     if redis_url is not None:
         extra["REDIS_URL"] = redis_url
     return {**env, **extra}

@@ -104,3 +104,21 @@ class OversizeTask(StreamTask):
             await self.send_event("refused", {"error": str(exc)})
             return "caught"
         return "sent"
+
+
+class PacedTask(StreamTask):
+    """Sends ``count`` events ``{"i": n}``, ``pause`` seconds apart (0: just lets others run).
+
+    Like a task doing a little work between events: its events reach the layer in many small
+    messages, not a few big batches, so a busy subscriber process falls behind and the layer
+    drops some.
+    """
+
+    count = models.PositiveIntegerField(default=10)
+    pause = models.FloatField(default=0)
+
+    async def process(self):
+        for i in range(1, self.count + 1):
+            await self.send_event("tick", {"i": i})
+            await asyncio.sleep(self.pause)
+        return self.count

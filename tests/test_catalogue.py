@@ -129,7 +129,9 @@ async def test_12_thousand_clients_on_one_task_all_get_the_first_event(applicati
         assert (await ws.receive_json_from(timeout=10))["type"] == "state"
     await task.send_signal("step", "go")
     for ws in clients:
-        frame = await ws.receive_json_from(timeout=20)
+        # The layer may drop most of 1,000 copies (channels_redis: capacity 100 per process);
+        # sockets then converge from the log within CONVERGE_SECONDS, slower on a loaded machine.
+        frame = await ws.receive_json_from(timeout=60)
         assert frame["type"] == "event" and frame["seq"] == 1
     for ws in clients:
         await ws.disconnect(timeout=10)

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from tests.processes import ProcessDatabase
 
 
@@ -19,3 +21,14 @@ def process_database(tmp_path: Path, purpose: str) -> Iterator[ProcessDatabase]:
         yield database
     finally:
         database.drop()
+
+
+def module_process_database(purpose: str):
+    """A module-scoped ``process_db`` fixture: one process database for a module's tests."""
+
+    @pytest.fixture(scope="module")
+    def process_db(tmp_path_factory):
+        with process_database(tmp_path_factory.mktemp(purpose), purpose) as database:
+            yield database
+
+    return process_db

@@ -1,8 +1,5 @@
 """Test settings: the demo settings plus test-only task models."""
 
-import json
-import os
-
 from demo.settings import *  # noqa: F403
 from streamapp.conf import from_environment
 
@@ -15,11 +12,9 @@ STREAMAPP = {
     "HEARTBEAT_SECONDS": 10.0,
     # Load tests open hundreds of sockets from 127.0.0.1; the limiter's own tests set limits.
     "CONNECTION_RATE": None,
-    # Subprocess tests hand short leases, sweeps and shutdown timeouts to their servers and
+    # Subprocess tests hand short leases, sweeps, timeouts and limits to their servers and
     # workers as STREAMAPP_<NAME> environment variables.
     **from_environment(),
-    # Subprocess tests tune a server's settings through the environment.
-    **json.loads(os.environ.get("STREAMAPP_TEST_SETTINGS", "{}")),
 }
 
 # Fast hashing for test users.

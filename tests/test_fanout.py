@@ -20,7 +20,7 @@ from collections import Counter
 import pytest
 
 from tests.conftest import USING_REDIS
-from tests.databases import process_database
+from tests.databases import module_process_database
 from tests.processes import Daphne, manage
 from tests.wsclients import (
     LAGGING_CLIENTS,
@@ -40,10 +40,7 @@ SUBSCRIBERS = 500
 EVENTS = 5000
 
 
-@pytest.fixture(scope="module")
-def process_db(tmp_path_factory):
-    with process_database(tmp_path_factory.mktemp("fanout"), "fanout") as database:
-        yield database
+process_db = module_process_database("fanout")
 
 
 def cpu_seconds(pid: int) -> float:

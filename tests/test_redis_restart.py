@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import USING_REDIS
-from tests.databases import process_database
+from tests.databases import module_process_database
 from tests.processes import Daphne, RedisServer, manage
 from tests.wsclients import (
     Followed,
@@ -36,10 +36,7 @@ SUBSCRIBERS = 20
 STEPS = 80  # about 0.05 s apart: events start, progress x STEPS, complete
 
 
-@pytest.fixture(scope="module")
-def process_db(tmp_path_factory):
-    with process_database(tmp_path_factory.mktemp("restart"), "restart") as database:
-        yield database
+process_db = module_process_database("restart")
 
 
 async def logged_seq(server, key: str) -> int:

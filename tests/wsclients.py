@@ -119,13 +119,20 @@ async def run_task_elsewhere(env: dict[str, str], key: str) -> str:
     return text.strip().splitlines()[-1]
 
 
+def setting_text(value: object) -> str:
+    """A STREAMAPP value as ``streamapp.conf.from_environment`` reads it back."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return "none" if value is None else str(value)
+
+
 def layer_env(env: dict[str, str], layer: str | None, redis_url: str | None = None,
               **settings: object) -> dict[str, str]:
     """``env`` with STREAMAPP overrides and a channel layer kind with its own key prefix.
 
     ``layer`` None keeps the run's layer (in-memory, or RedisChannelLayer with REDIS_URL).
     """
-    extra = {"STREAMAPP_TEST_SETTINGS": json.dumps(settings)}
+    extra = {f"STREAMAPP_{name}": setting_text(value) for name, value in settings.items()}
     if layer is not None:
         prefix = f"{os.environ.get('STREAMAPP_LAYER_PREFIX', 'asgi')}_{layer}"
         extra.update(STREAMAPP_LAYER=layer, STREAMAPP_LAYER_PREFIX=prefix)

@@ -1,7 +1,7 @@
 """One socket's view of one task: every seq once, in order, then the final state.
 
-The whole no-loss/no-duplicate rule lives here, whatever brings the news (a layer group per
-socket today, a process-wide fan-out tomorrow):
+The whole no-loss/no-duplicate rule lives here, whatever brings the news (the process's
+fan-out hub, hub.py, calls in when the news can go straight out, or from a task of its own):
 
 - join the feed first, then read the task and replay from the log, then take live news;
 - drop a seq at or below the last one sent; fill a gap from the log before going on;
@@ -33,6 +33,9 @@ class Outlet(Protocol):
     """Where a socket's frames go."""
 
     async def send(self, text: str) -> None: ...
+
+    def congested(self) -> bool:
+        """Does the server hold more for this client than it should, right now?"""
 
     async def has_room(self) -> bool:
         """False while the client has not taken enough of what it was sent."""
@@ -73,6 +76,15 @@ class Subscription:
     def ended(self) -> bool:
         """The newest state sent is final."""
         return self.status in FINAL_STATUSES
+
+    def in_step(self, first_seq: int) -> bool:
+        """Would live events from ``first_seq`` on go straight out, with nothing to wait for?"""
+        return (
+            first_seq <= self.last_seq + 1
+            and not self.behind
+            and not self._lock.locked()
+            and not self.outlet.congested()
+        )
 
     @property
     def finished(self) -> bool:

@@ -5,13 +5,10 @@ Consumers never write task state: starting and cancelling go through the coordin
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from channels.consumer import get_handler_name
-from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from streamapp import frames, metrics
@@ -22,7 +19,7 @@ from streamapp.exceptions import UnknownTask
 from streamapp.keys import aget_task, canonical_key, split_key, stream_task_model
 from streamapp.models import Status, StreamTask
 
-from .feed import GroupFeed
+from .hub import HubFeed
 from .outlet import SocketOutlet
 from .protocol import Action, ProtocolError, parse, parse_since
 from .ratelimit import CLOSE_RATE_LIMITED, SocketLimits
@@ -46,12 +43,13 @@ CLOSE_CODES = {
     "bad_request": CLOSE_BAD_REQUEST,  # a socket that kept sending malformed frames
 }
 CLOSE_TOO_SLOW = 4408  # the client did not read for SLOW_CLIENT_SECONDS: reconnect with since
-LAYER_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
 class TaskSocketConsumer(AsyncWebsocketConsumer):
-    """Shared machinery: subscriptions, client actions, and live news from the channel layer."""
+    """Shared machinery: subscriptions, client actions, and live news from the process's hub."""
 
+    # No channel per socket: live news comes from the process's fan-out hub (hub.py).
+    channel_layer_alias = None
     upkeep: Upkeep | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -62,51 +60,18 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
                 await self.upkeep.stop()
                 await self.unsubscribe_all()
 
-    # channels' __call__ stores the layer's receive here, then ends the consumer (and the socket,
-    # with 1011) the first time it raises: Redis restarting would close every socket. So the
-    # stored receive is kept, and the consumer reads through one that waits and tries again.
-    @property
-    def channel_receive(self) -> Callable[[], Awaitable[dict[str, Any]]]:
-        return self._receive_news
-
-    @channel_receive.setter
-    def channel_receive(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
-        self._layer_receive = receive
-
-    async def _receive_news(self) -> dict[str, Any]:
-        failures = 0
-        while True:
-            try:
-                return await self._layer_receive()
-            except Exception:
-                pause = LAYER_RETRY_SECONDS[min(failures, len(LAYER_RETRY_SECONDS) - 1)]
-                log = logger.warning if failures == 0 else logger.debug
-                log("channel layer receive failed, retrying in %.1f s", pause, exc_info=True)
-                failures += 1
-                await asyncio.sleep(pause)
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels closes old DB connections before every message: a thread-pool hop per event
-        # per socket. Only the socket's own lifecycle messages need it.
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"no handler for message type {message['type']}")
-        if not message["type"].startswith("stream."):
-            await aclose_old_connections()
-        await handler(message)
-
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.subscriptions: dict[str, Subscription] = {}
         self.user = self.scope.get("user")
         metrics.SOCKETS_CONNECTED.inc()
         self.limits = SocketLimits()
         self.closing = False
-        self.feed = GroupFeed(self.channel_layer, self.channel_name)
+        self.feed = HubFeed(self)
         transport = self.scope.get(TRANSPORT_SCOPE_KEY)
         self.outlet = SocketOutlet(
             self.frame_sender(transport), transport, app_settings.SEND_BUFFER_BYTES
         )
-        self.upkeep = Upkeep(self, self.channel_layer)
+        self.upkeep = Upkeep(self, self.feed.layer)
         self.upkeep.start()
         await super().websocket_connect(message)
 
@@ -214,7 +179,20 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     async def act(self, action: Action) -> None:
         raise NotImplementedError
 
-    # -- channel layer news -----------------------------------------------------------------
+    # -- live news (from the hub) ------------------------------------------------------------
+
+    def ready_for(self, message: dict[str, Any]) -> bool:
+        """Would ``message`` go out at once? Only in-step events do; the hub runs others apart."""
+        subscription = self.subscriptions.get(message["task"])
+        if subscription is None:
+            return True  # nothing to do
+        return message["type"] == "stream.events" and subscription.in_step(message["events"][0][0])
+
+    async def take_news(self, message: dict[str, Any]) -> None:
+        if message["type"] == "stream.events":
+            await self.stream_events(message)
+        elif message["type"] == "stream.state":
+            await self.stream_state(message)
 
     async def stream_events(self, message: dict[str, Any]) -> None:
         subscription = self.subscriptions.get(message["task"])

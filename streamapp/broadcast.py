@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -19,6 +19,7 @@ logger = logging.getLogger("streamapp.broadcast")
 TASK_GROUP_PREFIX = "sa.t."
 CONTROL_GROUP_PREFIX = "sa.c."
 WORKERS_GROUP = "sa.workers"
+RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)  # between failed receives
 
 
 def task_group(key: str) -> str:
@@ -76,19 +77,28 @@ async def wake_workers() -> bool:
 
 
 async def receive_forever(
-    layer: Any, channel: str, handle: Callable[[dict[str, Any]], None], what: str
+    layer: Any,
+    channel: str,
+    handle: Callable[[dict[str, Any]], Awaitable[None] | None],
+    what: str,
 ) -> None:
-    """Hand every message arriving on ``channel`` to ``handle``, until cancelled.
+    """Hand every message arriving on ``channel`` to ``handle`` (awaited if async), until cancelled.
 
-    A failed receive (Redis away) is logged and retried after a second.
+    A failed receive (Redis away) is logged once and retried, sooner at first, then less often.
     """
+    failures = 0
     while True:
         try:
             message = await layer.receive(channel)
         except asyncio.CancelledError:
             raise
         except Exception:
-            logger.warning("%s receive failed", what, exc_info=True)
-            await asyncio.sleep(1)
+            log = logger.warning if failures == 0 else logger.debug
+            log("%s receive failed", what, exc_info=True)
+            await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])
+            failures += 1
             continue
-        handle(message)
+        failures = 0
+        handled = handle(message)
+        if handled is not None:
+            await handled

@@ -30,6 +30,11 @@ async def receive_until(communicator, predicate, timeout=5):
             return received
 
 
+def events_of(frames):
+    """The event frames among ``frames``."""
+    return [f for f in frames if f["type"] == "event"]
+
+
 async def group_members(group: str) -> set[str]:
     """The channels in a channel-layer group (in-memory and RedisChannelLayer)."""
     from channels.layers import InMemoryChannelLayer, get_channel_layer

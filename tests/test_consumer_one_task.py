@@ -6,14 +6,10 @@ import pytest
 
 from demo.models import ExampleTask, FailingTask, SignalTask
 from streamapp.coordinator import coordinator
-from tests.helpers import receive_until, receive_until_closed
+from tests.helpers import events_of, receive_until, receive_until_closed
 from tests.testapp.models import BurstTask, StepTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def events_of(frames):
-    return [f for f in frames if f["type"] == "event"]
 
 
 async def test_example_task_streams_from_pending_to_completed(communicator_for):

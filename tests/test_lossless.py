@@ -16,16 +16,12 @@ from channels.layers import get_channel_layer
 from streamapp import broadcast, eventlog
 from streamapp.coordinator import coordinator
 from tests.conftest import USING_REDIS
-from tests.helpers import receive_until, receive_until_closed
+from tests.helpers import events_of, receive_until, receive_until_closed
 from tests.testapp.models import BurstTask, OversizeTask, StepTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MIB = 1024 * 1024
-
-
-def events_of(frames):
-    return [f for f in frames if f["type"] == "event"]
 
 
 @pytest.fixture(params=["run's layer", "pubsub"])

@@ -24,8 +24,11 @@ class RecordingOutlet:
     async def send(self, text):
         self.sent.append(json.loads(text))
 
+    def congested(self):
+        return self.room is not None and len(self.sent) >= self.room
+
     async def has_room(self):
-        return self.room is None or len(self.sent) < self.room
+        return not self.congested()
 
 
 class RecordingFeed:

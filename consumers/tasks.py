@@ -78,10 +78,10 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     # -- sending ----------------------------------------------------------------------------
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
-        await self.send(text_data=frames.encode(frame))
+        await self.outlet.send(frames.encode(frame))
 
     async def send_text(self, text: str) -> None:
-        await self.send(text_data=text)
+        await self.outlet.send(text)
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         self.closing = True  # frames the client sent before it saw the close are dropped
@@ -103,9 +103,14 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     def frame_sender(self, transport: TransportBacklog | None) -> Callable[[str], Awaitable[None]]:
         """How subscriptions send frames: straight to daphne when it is there (transport.py)."""
         if transport is None:
-            return self.send_text
-        server_send = transport.send
-        return lambda text: server_send({"type": "websocket.send", "text": text})
+            return lambda text: self.send(text_data=text)
+        server_send, is_open = transport.send, transport.open
+
+        async def send_to_daphne(text: str) -> None:
+            if is_open():  # a client that has just left: nothing to send to, and no error
+                await server_send({"type": "websocket.send", "text": text})
+
+        return send_to_daphne
 
     async def refuse(self, code: str, message: str, task: str | None = None) -> None:
         """Tell the client why, then close with the matching code (DESIGN §3)."""

@@ -31,9 +31,15 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 class TransportBacklog:
     """The outgoing bytes of one Twisted TCP transport that its peer has not taken yet."""
 
-    def __init__(self, transport: Any, send: Send) -> None:
+    def __init__(self, transport: Any, send: Send, protocol: Any = None) -> None:
         self._transport = transport
+        self._protocol = protocol
         self.send = send  # the server's own ASGI send for this socket
+
+    def open(self) -> bool:
+        """Does the WebSocket still take frames? autobahn raises on a send once it is closing."""
+        protocol = self._protocol
+        return protocol is None or protocol.state == protocol.STATE_OPEN
 
     def held(self) -> int:
         """Bytes waiting in this process's memory (Twisted's write buffers)."""
@@ -60,10 +66,13 @@ def daphne_backlog(send: Any) -> TransportBacklog | None:
     """The backlog behind daphne's ``send`` callable, or None for any other server."""
     if not isinstance(send, functools.partial) or not send.args:
         return None
-    transport = getattr(send.args[0], "transport", None)
+    protocol = send.args[0]
+    transport = getattr(protocol, "transport", None)
     if not all(hasattr(transport, name) for name in _TRANSPORT_BUFFER):
         return None
-    return TransportBacklog(transport, send)
+    if not hasattr(protocol, "STATE_OPEN"):
+        protocol = None
+    return TransportBacklog(transport, send, protocol)
 
 
 class TransportMiddleware:

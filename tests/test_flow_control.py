@@ -31,6 +31,9 @@ class HeldBacklog:
     def unsent(self):
         return self.unsent_bytes
 
+    def open(self):
+        return not self.closed
+
 
 def connect_through(application, path, **backlog):
     """A communicator whose socket has a HeldBacklog; the list gets it once the app runs."""

@@ -87,7 +87,10 @@ async def test_tokens_frame_limits_and_handshake_counts_over_daphne(closed_site)
             }]
         assert ws.close_code == 4009
         async with websockets.connect(f"{server.ws_url}/ws/tasks/") as ws:
-            await ws.send("x" * (DAPHNE_LIMIT + 1))
+            # daphne resets the connection once it sees the frame's size: the client may
+            # still be writing it then
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await ws.send("x" * (DAPHNE_LIMIT + 1))
             assert await frames_until_closed(ws) == []
         assert ws.close_code == 1006  # daphne drops it: the reason for our limit to sit below
 

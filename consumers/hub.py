@@ -81,8 +81,12 @@ class FanOutHub:
                 self._joined_at.pop(key, None)
                 await self._change("group_discard", key)
             if not self.listeners and self._reader is not None:
-                self._reader.cancel()  # nothing to read for: no task outlives its sockets
+                # Nothing to read for: no task outlives its sockets. A cancelled receive may
+                # retire its channel (RedisPubSubChannelLayer forgets it, and would refuse a
+                # group_add to it), so the next join makes a new one.
+                self._reader.cancel()
                 self._reader = None
+                self.channel = None
 
     async def _change(self, operation: str, key: str) -> None:
         """A failed change (Redis away) is logged: subscriptions converge and join again."""

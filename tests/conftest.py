@@ -90,3 +90,22 @@ async def page(chromium):
     """A fresh browser page; the test fails if the page throws an uncaught error."""
     async with open_page(chromium) as browser_page:
         yield browser_page
+
+
+@pytest.fixture(params=["run's layer", "pubsub"])
+async def layer(request, settings):
+    """The run's channel layer, then (with Redis) RedisPubSubChannelLayer."""
+    if request.param == "pubsub":
+        if not USING_REDIS:
+            pytest.skip("RedisPubSubChannelLayer needs REDIS_URL")
+        prefix = os.environ.get("STREAMAPP_LAYER_PREFIX", "asgi") + "_pubsub"
+        settings.CHANNEL_LAYERS = {"default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [os.environ["REDIS_URL"]], "prefix": prefix},
+        }}
+    yield get_channel_layer()
+    if request.param == "pubsub":
+        # Its receive task and connections end with this test, not with the session.
+        await coordinator.shutdown(timeout=0)
+        coordinator.reopen()
+        await get_channel_layer().flush()

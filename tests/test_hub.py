@@ -109,3 +109,29 @@ async def test_a_membership_lost_with_the_layer_is_made_again(communicator_for):
     assert events_of(frames)[-1]["seq"] == 1
     await task.send_signal("step", "stop")
     await receive_until_closed(ws)
+
+
+async def test_when_every_socket_has_left_the_next_one_still_hears_live_news(
+    layer, communicator_for, settings
+):
+    """The process's last socket leaves: the hub stops reading (RedisPubSubChannelLayer then
+    retires its channel). A socket on another task afterwards still hears live news, and not
+    through convergence, which this test puts a minute away."""
+    settings.STREAMAPP = {**settings.STREAMAPP, "CONVERGE_SECONDS": 60.0}
+    running = lambda f: f.get("status") == "running"  # noqa: E731
+    first = await StepTask.objects.acreate()
+    ws = await communicator_for(first)
+    await receive_until(ws, running)
+    await first.send_signal("step", "stop")
+    await receive_until_closed(ws)
+    hub = hub_for(layer)
+    assert hub.listeners == {} and hub.channel is None
+
+    second = await StepTask.objects.acreate()
+    ws = await communicator_for(second)
+    await receive_until(ws, running)
+    await second.send_signal("step", "go")
+    frames = await receive_until(ws, lambda f: f.get("seq") == 1, timeout=10)
+    assert [f["seq"] for f in events_of(frames)] == [1]
+    await second.send_signal("step", "stop")
+    await receive_until_closed(ws)

@@ -8,39 +8,18 @@ made on purpose by dropping chosen messages at the publisher, as a full channel 
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 from channels.layers import get_channel_layer
 
 from streamapp import broadcast, eventlog
 from streamapp.coordinator import coordinator
-from tests.conftest import USING_REDIS
 from tests.helpers import events_of, receive_until, receive_until_closed
 from tests.testapp.models import BurstTask, OversizeTask, StepTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture(params=["run's layer", "pubsub"])
-async def layer(request, settings):
-    """The run's channel layer, then (with Redis) RedisPubSubChannelLayer."""
-    if request.param == "pubsub":
-        if not USING_REDIS:
-            pytest.skip("RedisPubSubChannelLayer needs REDIS_URL")
-        prefix = os.environ.get("STREAMAPP_LAYER_PREFIX", "asgi") + "_pubsub"
-        settings.CHANNEL_LAYERS = {"default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [os.environ["REDIS_URL"]], "prefix": prefix},
-        }}
-    yield get_channel_layer()
-    if request.param == "pubsub":
-        # Its receive task and connections end with this test, not with the session.
-        await coordinator.shutdown(timeout=0)
-        coordinator.reopen()
-        await get_channel_layer().flush()
 
 
 @pytest.fixture

@@ -44,3 +44,18 @@ async def group_members(group: str) -> set[str]:
         return set(layer.groups.get(group, {}))
     connection = layer.connection(layer.consistent_hash(group))
     return {m.decode() for m in await connection.zrange(layer._group_key(group), 0, -1)}
+
+
+async def started_step_task(communicator_for, **kwargs):
+    """A StepTask with one socket on it, running: the test then sets the pace with ``step``."""
+    from tests.testapp.models import StepTask
+
+    task = await StepTask.objects.acreate()
+    ws = await communicator_for(task, **kwargs)
+    await receive_until(ws, lambda f: f.get("status") == "running")
+    return task, ws
+
+
+async def step(task, times=1):
+    for _ in range(times):
+        await task.send_signal("step", "go")

@@ -19,7 +19,14 @@ from channels.testing import WebsocketCommunicator
 
 from streamapp import broadcast, eventlog
 from streamapp.coordinator import coordinator
-from tests.helpers import group_members, receive_until, receive_until_closed, task_path
+from tests.helpers import (
+    group_members,
+    receive_until,
+    receive_until_closed,
+    started_step_task,
+    step,
+    task_path,
+)
 from tests.processes import Daphne, manage
 from tests.testapp.models import BurstTask, ErrorTask, StepTask
 
@@ -52,11 +59,8 @@ async def test_1_task_crash_mid_execution(kind, communicator_for):
 async def test_3_reconnect_with_since_before_and_after_the_task_ends(communicator_for):
     """3. A client reconnects with `since`: while the task runs it gets exactly what it missed,
     then live events; after the task ended it gets the rest and the final state."""
-    task = await StepTask.objects.acreate()
-    ws = await communicator_for(task)
-    await receive_until(ws, lambda f: f.get("status") == "running")
-    for _ in range(3):
-        await task.send_signal("step", "go")
+    task, ws = await started_step_task(communicator_for)
+    await step(task, 3)
     await receive_until(ws, lambda f: f.get("seq") == 3 and f["type"] == "event")
     await ws.disconnect()
 

@@ -14,8 +14,8 @@ from channels.layers import get_channel_layer
 
 from streamapp import broadcast, eventlog
 from streamapp.coordinator import coordinator
-from tests.helpers import events_of, receive_until, receive_until_closed
-from tests.testapp.models import BurstTask, OversizeTask, StepTask
+from tests.helpers import events_of, receive_until, receive_until_closed, started_step_task, step
+from tests.testapp.models import BurstTask, OversizeTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,18 +40,6 @@ def dropped(monkeypatch):
 
     monkeypatch.setattr(broadcast, "_group_send", lossy_group_send)
     return rules
-
-
-async def started_step_task(communicator_for, **kwargs):
-    task = await StepTask.objects.acreate()
-    ws = await communicator_for(task, **kwargs)
-    await receive_until(ws, lambda f: f.get("status") == "running")
-    return task, ws
-
-
-async def step(task, times=1):
-    for _ in range(times):
-        await task.send_signal("step", "go")
 
 
 @pytest.mark.usefixtures("fast_convergence")

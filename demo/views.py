@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_POST
 
-from streamapp import frames
+from streamapp import protocol
 
 from .forms import STARTERS
 
@@ -44,4 +44,4 @@ async def create_task(request: HttpRequest) -> JsonResponse:
 
 
 def bad_request(message: str, **extra: object) -> JsonResponse:
-    return JsonResponse(frames.error("bad_request", message, **extra), status=400)
+    return JsonResponse(protocol.error("bad_request", message, **extra), status=400)

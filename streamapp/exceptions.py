@@ -31,5 +31,13 @@ class WorkerLost(StreamAppError):
     """The worker that ran a task stopped renewing its lease (it crashed or was killed)."""
 
 
+class NothingToCancel(StreamAppError):
+    """A cancel found the task already ended."""
+
+
+class Unreachable(StreamAppError):
+    """The task runs in another process and this process's channel layer cannot reach it."""
+
+
 class InvalidToken(StreamAppError):
     """A bearer token was refused; the message says why (expired, bad signature, …)."""

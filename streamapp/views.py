@@ -5,12 +5,12 @@ from __future__ import annotations
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from . import frames, metrics
+from . import metrics, protocol
 from .access import allowed, denial
 from .exceptions import UnknownTask
 from .keys import aget_task, canonical_key, stream_task_model
 from .readiness import readiness_problems
-from .state import task_state
+from .positions import task_state
 from .tokens import aauthenticate, bearer_from_header
 
 
@@ -39,7 +39,7 @@ async def task_state_view(request: HttpRequest, app_label: str, model: str, pk: 
         key = canonical_key(stream_task_model(app_label, model), pk)
         task = await aget_task(key)
     except UnknownTask as exc:
-        return JsonResponse(frames.error("not_found", str(exc)), status=404)
+        return JsonResponse(protocol.error("not_found", str(exc)), status=404)
     token = bearer_from_header(request.headers.get("Authorization"))
     problem = None
     if token is not None:
@@ -48,5 +48,5 @@ async def task_state_view(request: HttpRequest, app_label: str, model: str, pk: 
         user = await request.auser()
     if not await allowed(task.can_subscribe, user):
         message = denial(f"you may not watch {key}", problem)
-        return JsonResponse(frames.error("forbidden", message, key), status=403)
+        return JsonResponse(protocol.error("forbidden", message, key), status=403)
     return JsonResponse(await task_state(task))

@@ -15,7 +15,7 @@ import django
 
 async def run(key: str) -> str:
     from streamapp.keys import aget_task
-    from streamapp.runner import coordinator
+    from streamapp.coordinator import coordinator
 
     task = await aget_task(key)
     if not await coordinator.start_task(task):

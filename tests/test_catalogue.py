@@ -17,7 +17,8 @@ import pytest
 import websockets
 from channels.testing import WebsocketCommunicator
 
-from streamapp import broadcast, eventlog
+from streamapp import broadcast
+from streamapp.eventlog import store
 from streamapp.coordinator import coordinator
 from tests.helpers import (
     group_members,
@@ -147,7 +148,7 @@ async def test_13_sending_with_no_clients_connected():
     task = await BurstTask.objects.acreate(count=20)
     await coordinator.start_task(task)
     await coordinator.wait_task(task, timeout=5)
-    assert [seq for seq, _ in await eventlog.since(task.task_key, 0)] == list(range(1, 21))
+    assert [seq for seq, _ in await store.since(task.task_key, 0)] == list(range(1, 21))
 
 
 async def test_13_a_ten_mib_payload_arrives_whole(communicator_for):

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.test import modify_settings, override_settings
 
 from demo.models import FailingTask
-from streamapp import checks as streamapp_checks
+from streamapp.checks import config as streamapp_checks
 from streamapp.keys import stream_task_models
 
 NO_SUCH_BACKEND = {"default": {"BACKEND": "nowhere.ChannelLayer"}}

@@ -14,8 +14,8 @@ from django.db import connections
 from django.utils import timezone
 
 from demo.models import ExampleTask
-from streamapp import eventlog
-from streamapp.cleanup import parse_age
+from streamapp.eventlog import store
+from streamapp.ops.cleanup import parse_age
 from streamapp.coordinator import coordinator
 from tests.testapp.models import BurstTask, ErrorTask, StepTask
 
@@ -151,7 +151,7 @@ async def test_tailtask_exits_non_zero_when_the_task_did_not_complete():
 async def test_tailtask_says_when_the_log_no_longer_holds_the_first_events():
     task = await BurstTask.objects.acreate(count=10)
     await run_to_end(task)
-    assert await eventlog.trim(task.task_key, keep=3) == 7
+    assert await store.trim(task.task_key, keep=3) == 7
     lines = (await command("tailtask", task.task_key)).splitlines()
     assert lines[0] == "! history_truncated: events 1-7 are no longer kept"
     assert lines[1:] == ['#8 tick {"i": 8}', '#9 tick {"i": 9}', '#10 tick {"i": 10}',
@@ -177,16 +177,16 @@ async def test_cleanup_tasks_dry_run_counts_and_the_real_run_deletes_old_finishe
     assert dry[0].startswith("Would delete 2 tasks and 4 events (ended before ")
     assert dry[1:] == ["  testapp.bursttask: 1", "  testapp.errortask: 1"]
     assert await BurstTask.objects.acount() == 2
-    assert await eventlog.current_seq(old_done.task_key) == 3
+    assert await store.current_seq(old_done.task_key) == 3
 
     real = (await command("cleanup_tasks", "--older-than", "1w")).splitlines()
     assert real[0].startswith("Deleted 2 tasks and 4 events")
     assert [t.pk async for t in BurstTask.objects.all()] == [recent.pk]
     assert not await ErrorTask.objects.aexists()
     assert await StepTask.objects.filter(pk=old_pending.pk).aexists()
-    assert await eventlog.current_seq(old_done.task_key) == 0
-    assert await eventlog.current_seq(old_failed.task_key) == 0
-    assert await eventlog.current_seq(recent.task_key) == 2
+    assert await store.current_seq(old_done.task_key) == 0
+    assert await store.current_seq(old_failed.task_key) == 0
+    assert await store.current_seq(recent.task_key) == 2
 
 
 def test_ages_parse_and_a_bad_age_is_refused():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from consumers.transport import SCOPE_KEY
+from streamapp.asgi.transport import SCOPE_KEY
 from streamapp.coordinator import coordinator
 from tests.helpers import receive_until_closed, task_path
 from tests.testapp.models import BurstTask

@@ -12,7 +12,8 @@ import asyncio
 import pytest
 from channels.layers import get_channel_layer
 
-from streamapp import broadcast, eventlog
+from streamapp import broadcast
+from streamapp.eventlog import store
 from streamapp.coordinator import coordinator
 from tests.helpers import events_of, receive_until, receive_until_closed, started_step_task, step
 from tests.testapp.models import BurstTask, OversizeTask
@@ -83,13 +84,13 @@ async def test_a_gap_is_filled_from_the_log_and_a_repeat_is_dropped(layer, commu
 
 async def logged(task, seq):
     deadline = asyncio.get_running_loop().time() + 5
-    while await eventlog.current_seq(task.task_key) < seq:  # no event tells the test
+    while await store.current_seq(task.task_key) < seq:  # no event tells the test
         assert asyncio.get_running_loop().time() < deadline, f"seq {seq} never logged"
         await asyncio.sleep(0.02)
 
 
 async def frame_of(task, seq):
-    [(_, frame)] = await eventlog.since(task.task_key, seq - 1, seq)
+    [(_, frame)] = await store.since(task.task_key, seq - 1, seq)
     return frame
 
 
@@ -119,7 +120,7 @@ async def test_since_older_than_the_log_answers_history_truncated_first(
     task = await BurstTask.objects.acreate(count=300)
     assert await coordinator.start_task(task)
     assert await coordinator.wait_task(task, timeout=10)
-    oldest = (await eventlog.since(task.task_key, 0, limit=1))[0][0]
+    oldest = (await store.since(task.task_key, 0, limit=1))[0][0]
     assert 240 <= oldest <= 251  # 50 kept, trimmed in steps of a tenth
 
     ws = await communicator_for(task, since=10)

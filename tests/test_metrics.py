@@ -9,7 +9,8 @@ import pytest
 from django.test import AsyncClient, override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamapp import broadcast, leases
+from streamapp import broadcast
+from streamapp.runner import leases
 from streamapp.coordinator import coordinator
 from tests.helpers import receive_until, receive_until_closed
 from tests.processes import Daphne, manage, server_env

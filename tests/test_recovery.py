@@ -8,7 +8,9 @@ import pytest
 from channels.layers import get_channel_layer
 
 from demo.models import SlowTask
-from streamapp import broadcast, leases, runner
+from streamapp import broadcast
+from streamapp.runner import coordinator as runner_coordinator  # the module
+from streamapp.runner import leases
 from streamapp.coordinator import coordinator
 from tests.conftest import USING_POSTGRES
 from tests.helpers import receive_until, receive_until_closed
@@ -90,7 +92,7 @@ async def test_cancel_reaches_process_which_can_clean_up(communicator_for):
 
 
 async def test_shutdown_does_not_wait_forever_for_a_task_that_ignores_cancellation(monkeypatch):
-    monkeypatch.setattr(runner, "CANCEL_GRACE_SECONDS", 0.2)
+    monkeypatch.setattr(runner_coordinator, "CANCEL_GRACE_SECONDS", 0.2)
     task = await StubbornTask.objects.acreate()
     assert await coordinator.start_task(task)
     await asyncio.wait_for(coordinator.shutdown(timeout=0), timeout=5)

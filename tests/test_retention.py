@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from streamapp import eventlog
+from streamapp.eventlog import store
 from streamapp.coordinator import coordinator
-from streamapp.eventlog import LoggedEvent
-from streamapp.retention import purge_expired_events
+from streamapp.eventlog.store import LoggedEvent
+from streamapp.runner.retention import purge_expired_events
 from tests.testapp.models import BurstTask, StepTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,7 +25,7 @@ async def logged_task(model, status, ended_ago=None, events=3, **fields):
     completed_at = now - ended_ago if ended_ago is not None else None
     task = await model.objects.acreate(status=status, completed_at=completed_at, **fields)
     written = completed_at or now
-    await eventlog.append(task.task_key, [
+    await store.append(task.task_key, [
         LoggedEvent(seq, "tick", f'{{"seq":{seq}}}', written - timedelta(seconds=events - seq))
         for seq in range(1, events + 1)
     ])
@@ -33,7 +33,7 @@ async def logged_task(model, status, ended_ago=None, events=3, **fields):
 
 
 async def kept(task):
-    return await eventlog.current_seq(task.task_key)
+    return await store.current_seq(task.task_key)
 
 
 async def test_events_go_once_the_task_ended_longer_ago_than_the_setting(settings):
@@ -42,7 +42,7 @@ async def test_events_go_once_the_task_ended_longer_ago_than_the_setting(setting
     old_failure = await logged_task(BurstTask, "failed", ended_ago=5 * DAY)
     recent = await logged_task(BurstTask, "completed", ended_ago=1 * DAY)
     running = await logged_task(StepTask, "running", ended_ago=None)
-    await eventlog.append(running.task_key, [  # running for days: old events, not expired
+    await store.append(running.task_key, [  # running for days: old events, not expired
         LoggedEvent(4, "tick", "{}", timezone.now() - 9 * DAY)
     ])
 
@@ -68,7 +68,7 @@ async def test_events_of_a_deleted_task_go_too(settings):
     key = gone.task_key
     await gone.adelete()
     assert await purge_expired_events() == 3
-    assert await eventlog.current_seq(key) == 0
+    assert await store.current_seq(key) == 0
 
 
 async def test_a_running_task_keeps_its_newest_events(monkeypatch):
@@ -76,7 +76,7 @@ async def test_a_running_task_keeps_its_newest_events(monkeypatch):
     task = await BurstTask.objects.acreate(count=500)
     assert await coordinator.start_task(task)
     assert await coordinator.wait_task(task, timeout=10)
-    rows = await eventlog.since(task.task_key, 0)
+    rows = await store.since(task.task_key, 0)
     assert 20 <= len(rows) <= 22  # trimmed in steps of a tenth of the retention
     assert [seq for seq, _ in rows] == list(range(501 - len(rows), 501))
 

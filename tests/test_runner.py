@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from demo.models import ExampleTask, FailingTask
-from streamapp import eventlog
+from streamapp.eventlog import store
 from streamapp.coordinator import coordinator
 from streamapp.exceptions import EventTooLarge
 from streamapp.models import StreamTask
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 async def logged(task: StreamTask) -> list[dict]:
     import json
 
-    return [json.loads(frame) for _, frame in await eventlog.since(task.task_key, 0)]
+    return [json.loads(frame) for _, frame in await store.since(task.task_key, 0)]
 
 
 async def test_start_task_returns_true_once_and_false_while_running_or_done():

@@ -16,9 +16,9 @@ from django.core import signing
 from django.core.management import call_command
 from django.test import AsyncClient
 
-from consumers.security import AllowedHostsOriginValidator
+from streamapp.asgi.origin import AllowedHostsOriginValidator
 from streamapp import tokens
-from streamapp.security_checks import check_open_access, check_security_settings
+from streamapp.checks.security import check_open_access, check_security_settings
 from streamapp.coordinator import coordinator
 from streamapp.exceptions import InvalidToken
 from tests.clients import bearer, make_user, session_cookie, with_streamapp

@@ -16,7 +16,7 @@ from django.db.backends.utils import CursorWrapper
 from django.test import AsyncClient
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from consumers import ratelimit
+from consumers import limits
 from streamapp.conf import app_settings
 from tests.clients import bearer, make_user, with_streamapp
 from tests.helpers import receive_until, receive_until_closed
@@ -283,7 +283,7 @@ async def test_generated_frames_never_break_the_server_nor_a_good_client(applica
     task streams to a well-behaved client; the real limits apply, a clock drives their refill."""
     with_streamapp(settings, OPEN_ACCESS=False)
     now = [1_700_000_000.0]
-    monkeypatch.setattr(ratelimit, "now", lambda: now[0])
+    monkeypatch.setattr(limits, "now", lambda: now[0])
     task = await ExampleTask.objects.acreate(message="stream", steps=10**6, delay=0.002)
     good = WebsocketCommunicator(application, f"/ws/tasks/demo/exampletask/{task.pk}/",
                                  headers=bearer(await make_user("good")))

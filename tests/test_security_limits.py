@@ -1,6 +1,6 @@
 """Rate limits trip and recover (DESIGN §3 rate_limited / 4429, §4 flooding input).
 
-Time is driven by replacing ``consumers.ratelimit.now``: recovery is deterministic, no sleeps.
+Time is driven by replacing ``consumers.limits.now`` and ``streamapp.asgi.handshakes.now``: recovery is deterministic, no sleeps.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from channels.testing import WebsocketCommunicator
 from django.core.cache import cache
 from django.core.cache.backends.locmem import LocMemCache
 
-from consumers import ratelimit
+from consumers import limits
+from streamapp.asgi import handshakes
 from tests.clients import from_address, with_streamapp
 from tests.conftest import USING_REDIS
 from tests.helpers import receive_until_closed
@@ -39,7 +40,8 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     fake = Clock()
-    monkeypatch.setattr(ratelimit, "now", fake)
+    monkeypatch.setattr(limits, "now", fake)
+    monkeypatch.setattr(handshakes, "now", fake)
     return fake
 
 
@@ -227,9 +229,9 @@ async def test_subscriptions_per_socket_trip_and_recover(communicator_for, setti
 def test_count_hit_counts_per_window(settings, clock):
     """The counter itself, on whichever cache this run uses (LocMem, or Redis in one round trip)."""
     name = f"unit:{uuid.uuid4().hex}"
-    assert [ratelimit.count_hit(name, 10) for _ in range(3)] == [1, 2, 3]
+    assert [handshakes.count_hit(name, 10) for _ in range(3)] == [1, 2, 3]
     clock.advance(10)
-    assert ratelimit.count_hit(name, 10) == 1
+    assert handshakes.count_hit(name, 10) == 1
 
 
 def test_a_window_opened_by_a_rival_meanwhile_is_counted_on(settings, clock, monkeypatch):
@@ -244,4 +246,4 @@ def test_a_window_opened_by_a_rival_meanwhile_is_counted_on(settings, clock, mon
         return real_add(self, key, value, timeout, version)  # so ours finds it taken
 
     monkeypatch.setattr(LocMemCache, "add", a_rival_adds_first)
-    assert ratelimit.count_hit("race", 10) == 2
+    assert handshakes.count_hit("race", 10) == 2

@@ -8,9 +8,10 @@ import pytest
 from django.utils import timezone
 
 from consumers.subscription import Subscription
-from streamapp import eventlog, frames
-from streamapp.eventlog import LoggedEvent
-from streamapp.state import Position
+from streamapp import protocol
+from streamapp.eventlog import store
+from streamapp.eventlog.store import LoggedEvent
+from streamapp.positions import Position
 from tests.testapp.models import StepTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,18 +47,18 @@ async def log_events(task, first, last):
     """Log events ``first..last`` as the runner would; returns their ``(seq, frame)``."""
     now = timezone.now()
     batch = [
-        LoggedEvent(seq, "step", frames.encode(frames.event(task.task_key, seq, "step", {}, now)),
+        LoggedEvent(seq, "step", protocol.encode(protocol.event(task.task_key, seq, "step", {}, now)),
                     now)
         for seq in range(first, last + 1)
     ]
-    await eventlog.append(task.task_key, batch)
+    await store.append(task.task_key, batch)
     return [(e.seq, e.frame) for e in batch]
 
 
 async def finish(task, status, seq):
     """Record a final status as the runner does; returns the ``stream.state`` message."""
     await StepTask.objects.filter(pk=task.pk).aupdate(status=status, last_seq=seq, revision=2)
-    frame = frames.encode(frames.state(task.task_key, status, seq))
+    frame = protocol.encode(protocol.state(task.task_key, status, seq))
     return {"revision": 2, "status": status, "seq": seq, "frame": frame}
 
 
@@ -102,9 +103,9 @@ async def test_a_state_goes_out_at_its_place_in_the_stream(running_task):
     await subscription.on_events(logged[:2])
     stale = {"revision": 1, "status": "running", "seq": 0, "frame": "{}"}
     await subscription.on_state(stale)  # older than what was sent: dropped
-    cancelled = frames.state(running_task.task_key, "cancelled", 2)
+    cancelled = protocol.state(running_task.task_key, "cancelled", 2)
     await subscription.on_state({
-        "revision": 2, "status": "cancelled", "seq": 2, "frame": frames.encode(cancelled),
+        "revision": 2, "status": "cancelled", "seq": 2, "frame": protocol.encode(cancelled),
     })
     outlet.room = None
     await subscription.resume()

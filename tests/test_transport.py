@@ -8,8 +8,9 @@ import functools
 from autobahn.exception import Disconnected
 from autobahn.websocket.protocol import WebSocketProtocol
 
-from consumers.tasks import TaskSocketConsumer
-from consumers.transport import daphne_backlog
+from consumers.outlet import SocketOutlet
+from streamapp.adapters.daphne import backlog_of
+from streamapp.asgi.transport import SCOPE_KEY
 
 
 class TwistedTransport:
@@ -42,9 +43,9 @@ async def handle_reply(protocol: Protocol, message: dict) -> None:
 async def test_frames_to_a_client_that_has_just_left_are_dropped_without_an_error():
     """A client that closes while its replay is being sent: the rest is skipped, no traceback."""
     protocol = Protocol()
-    backlog = daphne_backlog(functools.partial(handle_reply, protocol))
+    backlog = backlog_of(functools.partial(handle_reply, protocol))
     assert backlog is not None and backlog.held() == 9 and backlog.open()
-    send = TaskSocketConsumer().frame_sender(backlog)
+    send = SocketOutlet.for_socket({SCOPE_KEY: backlog}, None, 1024).send
 
     await send("one")
     protocol.state = WebSocketProtocol.STATE_CLOSING
@@ -54,5 +55,5 @@ async def test_frames_to_a_client_that_has_just_left_are_dropped_without_an_erro
 
 
 def test_any_other_server_has_no_backlog():
-    assert daphne_backlog(handle_reply) is None
-    assert daphne_backlog(functools.partial(handle_reply, object())) is None
+    assert backlog_of(handle_reply) is None
+    assert backlog_of(functools.partial(handle_reply, object())) is None

@@ -13,7 +13,7 @@ from channels.layers import get_channel_layer
 from demo.models import ExampleTask, FailingTask
 from streamapp import broadcast
 from streamapp.coordinator import coordinator
-from streamapp.worker import Worker
+from streamapp.runner.worker import Worker
 from tests.testapp.models import BurstTask, StepTask
 
 pytestmark = pytest.mark.django_db(transaction=True)

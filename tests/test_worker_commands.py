@@ -11,8 +11,8 @@ from django.core.management.base import CommandError
 from django.db import connections
 
 from demo.models import ExampleTask, SlowTask
-from streamapp import leases
-from streamapp.checks import (
+from streamapp.runner import leases
+from streamapp.checks.config import (
     check_channel_layer_spans_processes,
     check_lease_outlives_heartbeat,
     check_runner_settings,

@@ -6,7 +6,7 @@ import asyncio
 
 from django.core.management.base import BaseCommand, CommandError
 
-from streamapp.cleanup import cleanup_finished, parse_age
+from streamapp.ops.cleanup import cleanup_finished, parse_age
 
 
 class Command(BaseCommand):

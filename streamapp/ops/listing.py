@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 from django.utils import timezone
 
-from .models import Status, StreamTask
+from ..models import Status, StreamTask
 
 COLUMNS = ("KEY", "STATUS", "CREATED", "DURATION", "ATTEMPTS", "ERROR")
 

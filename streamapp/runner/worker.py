@@ -20,12 +20,12 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import close_old_connections, connections, transaction
 
-from .broadcast import WORKERS_GROUP, receive_forever
-from .conf import app_settings
-from .keys import stream_task_models
-from .models import StreamTask
-from .runner import Coordinator
-from .runner import coordinator as default_coordinator
+from ..broadcast import WORKERS_GROUP, receive_forever
+from ..conf import app_settings
+from ..keys import stream_task_models
+from ..models import StreamTask
+from .coordinator import Coordinator
+from .coordinator import coordinator as default_coordinator
 
 logger = logging.getLogger("streamapp.worker")
 

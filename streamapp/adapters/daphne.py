@@ -1,16 +1,12 @@
-"""What daphne's transport tells a socket that ASGI does not, and the shortest way to it.
+"""daphne's transport, as a socket's send backlog: what daphne knows and ASGI does not say.
 
 daphne has no backpressure for WebSocket sends (django/daphne#170): ``send`` hands the frame to
 autobahn, which writes it straight into the Twisted TCP transport, and that transport buffers in
-memory without limit while the client does not read; nothing comes back through ASGI. daphne
-gives each application ``functools.partial(handle_reply, protocol)`` as its ``send``;
-``TransportMiddleware`` (outermost in asgi.py) finds the protocol's transport there and puts a
-``TransportBacklog`` in the scope, with that ``send``.
-
-Frames go out through daphne's own ``send``, past the inner middlewares: channels' session
-middleware inspects the session on every message it passes, though it acts on HTTP responses
-only, and that was a fifth of a busy server's CPU. Under any other server, or if daphne changes,
-there is no backlog: sockets are never seen as congested and frames take the usual way.
+memory without limit while the client does not read. daphne gives each application
+``functools.partial(Server.handle_reply, protocol)`` as its ``send``; from the protocol we reach
+the transport's write buffers (``dataBuffer``, ``offset``, ``_tempDataLen``: Twisted private
+names), the kernel's queue (``TIOCOUTQ``) and autobahn's ``state``. ``probe()`` checks that
+those names still exist in the installed daphne, Twisted and autobahn.
 """
 
 from __future__ import annotations
@@ -22,8 +18,7 @@ import termios
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-SCOPE_KEY = "streamapp.transport"
-_TRANSPORT_BUFFER = ("dataBuffer", "offset", "_tempDataLen", "connected", "fileno")
+_TRANSPORT_NAMES = ("dataBuffer", "offset", "_tempDataLen", "connected", "fileno")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -62,31 +57,40 @@ class TransportBacklog:
         return struct.unpack("i", raw)[0]
 
 
-def daphne_backlog(send: Any) -> TransportBacklog | None:
+def backlog_of(send: Any) -> TransportBacklog | None:
     """The backlog behind daphne's ``send`` callable, or None for any other server."""
     if not isinstance(send, functools.partial) or not send.args:
         return None
     protocol = send.args[0]
     transport = getattr(protocol, "transport", None)
-    if not all(hasattr(transport, name) for name in _TRANSPORT_BUFFER):
+    if not all(hasattr(transport, name) for name in _TRANSPORT_NAMES):
         return None
     if not hasattr(protocol, "STATE_OPEN"):
         protocol = None
     return TransportBacklog(transport, send, protocol)
 
 
-class TransportMiddleware:
-    """ASGI middleware: ``scope["streamapp.transport"]`` for WebSocket connections daphne serves.
+def probe() -> list[str]:
+    """What the installed daphne, Twisted and autobahn lack of what the backlog reads ([]: all there).
 
-    It must wrap the whole WebSocket stack, where ``send`` is still daphne's own.
+    Empty also when daphne is not installed: then nothing is missing, the server is another one.
     """
-
-    def __init__(self, application: Any) -> None:
-        self.application = application
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        if scope["type"] == "websocket":
-            backlog = daphne_backlog(send)
-            if backlog is not None:
-                scope = {**scope, SCOPE_KEY: backlog}
-        return await self.application(scope, receive, send)
+    try:
+        from autobahn.websocket.protocol import WebSocketProtocol
+        from daphne.server import Server
+        from twisted.internet.abstract import FileDescriptor
+    except ImportError:
+        return []
+    missing = []
+    if "partial" not in Server.create_application.__code__.co_names:
+        missing.append("daphne.server.Server.create_application no longer sends through partial()")
+    if not callable(getattr(Server, "handle_reply", None)):
+        missing.append("daphne.server.Server.handle_reply")
+    for name in ("dataBuffer", "offset"):
+        if not hasattr(FileDescriptor, name):
+            missing.append(f"twisted FileDescriptor.{name}")
+    if "_tempDataLen" not in FileDescriptor.__init__.__code__.co_names:
+        missing.append("twisted FileDescriptor._tempDataLen")
+    if not hasattr(WebSocketProtocol, "STATE_OPEN"):
+        missing.append("autobahn WebSocketProtocol.STATE_OPEN")
+    return missing

@@ -17,8 +17,8 @@ from django.core import checks
 from django.db.migrations.loader import MigrationLoader
 from django.utils.module_loading import import_string
 
-from .conf import app_settings
-from .keys import stream_task_models
+from ..conf import app_settings
+from ..keys import stream_task_models
 
 WORKER_COMMAND = "runtasks"
 

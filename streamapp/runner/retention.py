@@ -16,10 +16,10 @@ from django.core.exceptions import ValidationError
 from django.db import close_old_connections
 from django.utils import timezone
 
-from . import eventlog
-from .conf import app_settings
-from .keys import stream_task_models
-from .models import FINAL_STATUSES, StreamTask
+from ..conf import app_settings
+from ..keys import stream_task_models
+from ..models import FINAL_STATUSES, StreamTask
+from ..eventlog import store
 
 logger = logging.getLogger("streamapp.retention")
 
@@ -36,7 +36,7 @@ async def purge_expired_events(now: datetime | None = None) -> int:
             continue
         expired = await _expired_keys(model, now - timedelta(seconds=seconds))
         for start in range(0, len(expired), DELETE_CHUNK):
-            deleted += await eventlog.delete(expired[start:start + DELETE_CHUNK])
+            deleted += await store.delete(expired[start:start + DELETE_CHUNK])
     if deleted:
         logger.info("purged expired events rows=%d", deleted)
     return deleted
@@ -50,7 +50,7 @@ async def _expired_keys(model: type[StreamTask], cutoff: datetime) -> list[str]:
     """
     prefix = f"{model._meta.app_label}.{model._meta.model_name}."
     candidates: dict[object, str] = {}
-    for key in await eventlog.keys_logged_before(prefix, cutoff):
+    for key in await store.keys_logged_before(prefix, cutoff):
         try:
             candidates[model._meta.pk.to_python(key[len(prefix):])] = key
         except ValidationError:

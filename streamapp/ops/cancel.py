@@ -11,19 +11,11 @@ from typing import Any
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
-from . import broadcast
-from .exceptions import StreamAppError
-from .keys import aget_task
-from .models import FINAL_STATUSES, Status
-from .runner import coordinator
-
-
-class NothingToCancel(StreamAppError):
-    """The task had already ended."""
-
-
-class Unreachable(StreamAppError):
-    """The task runs in another process and this process's channel layer cannot reach it."""
+from .. import broadcast
+from ..exceptions import NothingToCancel, Unreachable
+from ..keys import aget_task
+from ..models import FINAL_STATUSES, Status
+from ..coordinator import coordinator
 
 
 async def cancel_and_wait(key: str, timeout: float) -> str:

@@ -11,8 +11,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from . import eventlog, frames
-from .keys import aget_task
+from .. import protocol
+from ..eventlog import store
+from ..keys import aget_task
 
 BAR_WIDTH = 30
 
@@ -27,13 +28,13 @@ async def follow(key: str, *, since: int = 0, interval: float = 0.2) -> AsyncIte
     key, last, shown_status = task.task_key, since, None
     while True:
         await task.arefresh_from_db()
-        rows = await eventlog.since(key, last)
-        state = frames.state(key, task.status, max(task.last_seq, rows[-1][0] if rows else last),
+        rows = await store.since(key, last)
+        state = protocol.state(key, task.status, max(task.last_seq, rows[-1][0] if rows else last),
                              task.final_value, task.error)
         if task.status != shown_status and not task.is_final:
             yield state
         if rows and rows[0][0] > last + 1:
-            yield frames.error("history_truncated", f"events {last + 1}-{rows[0][0] - 1} are no "
+            yield protocol.error("history_truncated", f"events {last + 1}-{rows[0][0] - 1} are no "
                                "longer kept", task=key, oldest_seq=rows[0][0])
         for seq, frame in rows:
             yield json.loads(frame)

@@ -13,7 +13,7 @@ from typing import Any
 from django.db.models import F
 from django.utils import timezone
 
-from .models import STARTABLE_STATUSES, Status, StreamTask
+from ..models import STARTABLE_STATUSES, Status, StreamTask
 
 RUNNER_FIELDS = (
     "status", "started_at", "completed_at", "final_value", "error", "attempts",

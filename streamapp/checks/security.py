@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
-from .conf import app_settings
+from ..conf import app_settings
 
 # daphne's --websocket-max-message-size default: autobahn drops the TCP connection of a larger
 # message, so the client would never see our too_large frame.

@@ -17,8 +17,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from .conf import app_settings
-from .runner import coordinator
+from ..conf import app_settings
+from .coordinator import coordinator
 
 logger = logging.getLogger("streamapp.runner")
 

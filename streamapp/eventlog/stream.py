@@ -14,11 +14,13 @@ from typing import Any
 
 from django.utils import timezone
 
-from . import broadcast, eventlog, frames, metrics
-from .conf import app_settings
-from .dbretry import with_retries
-from .eventlog import LoggedEvent
-from .exceptions import EventTooLarge
+from .. import broadcast, metrics
+from .. import protocol
+from ..conf import app_settings
+from ..dbretry import with_retries
+from ..exceptions import EventTooLarge
+from . import store
+from .store import LoggedEvent
 
 logger = logging.getLogger("streamapp.events")
 
@@ -48,7 +50,7 @@ class EventStream:
             raise ValueError("an event name is a non-empty string")
         created_at = timezone.now()
         seq = self.seq + 1
-        frame = frames.encode(frames.event(self.key, seq, name, data, created_at))
+        frame = protocol.encode(protocol.event(self.key, seq, name, data, created_at))
         size = len(frame.encode("utf-8"))
         if size > app_settings.MAX_EVENT_BYTES:
             raise EventTooLarge(
@@ -77,7 +79,7 @@ class EventStream:
             while self._queue:
                 batch = self._next_batch()
                 await with_retries(
-                    lambda: eventlog.append(self.key, batch), what="event log", key=self.key
+                    lambda: store.append(self.key, batch), what="event log", key=self.key
                 )
                 self.logged_seq = batch[-1].seq
                 await broadcast.publish_events(self.key, [(e.seq, e.frame) for e in batch])
@@ -109,12 +111,12 @@ class EventStream:
         slack = max(self._retention // 10, 1)
         if self.logged_seq - self._retention >= self._trimmed_below + slack:
             self._trimmed_below = self.logged_seq - self._retention
-            await eventlog.trim(self.key, self._retention)
+            await store.trim(self.key, self._retention)
 
 
 async def emit_once(key: str, name: str, data: Any) -> int:
     """``send_event`` on a task this process is not running: log and announce one event."""
-    stream = EventStream(key, await eventlog.current_seq(key))
+    stream = EventStream(key, await store.current_seq(key))
     seq = await stream.emit(name, data)
     await stream.drain()
     return seq

@@ -1,6 +1,6 @@
 """Token authentication for WebSocket clients that have no browser session.
 
-Compose it inside ``AuthMiddlewareStack`` (see asgi.py): the session sets ``scope["user"]`` first,
+Composed inside ``AuthMiddlewareStack`` by StreamAppMiddlewareStack: the session sets ``scope["user"]`` first,
 and a client that sends a token (``Authorization: Bearer …`` or ``?token=``) is then the token's
 user, or anonymous when the token is refused; ``scope["token_error"]`` says why.
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 from channels.middleware import BaseMiddleware
 
-from streamapp.tokens import aauthenticate, token_from_scope
+from ..tokens import aauthenticate, token_from_scope
 
 
 class TokenAuthMiddleware(BaseMiddleware):

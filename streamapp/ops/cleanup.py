@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from . import eventlog
-from .keys import canonical_key, stream_task_models
-from .models import FINAL_STATUSES
+from ..eventlog import store
+from ..keys import canonical_key, stream_task_models
+from ..models import FINAL_STATUSES
 
 AGE = re.compile(r"(\d+)\s*([smhdw])")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -52,9 +52,9 @@ async def cleanup_finished(older_than: timedelta, *, dry_run: bool = False) -> C
             chunk = pks[start:start + BATCH]
             keys = [canonical_key(model, pk) for pk in chunk]
             if dry_run:
-                report.events += await eventlog.count(keys)
+                report.events += await store.count(keys)
             else:
-                report.events += await eventlog.delete(keys)
+                report.events += await store.delete(keys)
                 await model.objects.filter(pk__in=chunk).adelete()
         if pks:
             report.tasks[model._meta.label_lower] = len(pks)

@@ -7,14 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import eventlog, frames
+from . import protocol
+from .eventlog import store
 from .models import StreamTask
 
 
 async def task_state(task: StreamTask) -> dict[str, Any]:
     """The state frame of ``task`` as loaded; its seq is the newest the log or the row knows."""
-    seq = max(task.last_seq, await eventlog.current_seq(task.task_key))
-    return frames.state(task.task_key, task.status, seq, task.final_value, task.error)
+    seq = max(task.last_seq, await store.current_seq(task.task_key))
+    return protocol.state(task.task_key, task.status, seq, task.final_value, task.error)
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ async def positions(tasks: Sequence[StreamTask]) -> dict[str, Position]:
 
     One query per model plus one on the log, however many tasks: cheap enough to run often.
     """
-    tops = await eventlog.current_seqs([task.task_key for task in tasks])
+    tops = await store.current_seqs([task.task_key for task in tasks])
     keys_by_model: dict[type[StreamTask], dict[Any, str]] = defaultdict(dict)
     for task in tasks:
         keys_by_model[type(task)][task.pk] = task.task_key

@@ -271,6 +271,48 @@ async def test_news_goes_to_the_sockets_of_its_task_only_in_join_order():
     assert order == [first, second]
 
 
+async def test_the_socket_says_whether_each_message_can_go_out_at_once():
+    """It is asked about the message itself: in step for seq 1, not for a batch after a gap."""
+
+    class InStep(Listener):
+        def ready_for(self, message):
+            return message["events"][0][0] == 1
+
+    hub = FanOutHub(Layer())
+    listener = InStep(release=asyncio.Event())
+    hub.listeners[KEY] = {listener: None}
+    await asyncio.wait_for(hub.deliver(news(seq=5)), timeout=5)
+    assert len(hub._deferred) == 1  # waits for its release in a task of its own
+    assert listener.taken == []
+    listener.release.set()
+    await hub.deliver(news(seq=1))  # inline: taken before the deferred one gets its turn
+    assert listener.taken == [news(seq=1)]
+    await asyncio.wait_for(asyncio.gather(*hub._deferred), timeout=5)
+    assert listener.taken == [news(seq=1), news(seq=5)]
+
+
+async def test_a_failing_receive_is_logged_as_the_hub_and_reading_goes_on(caplog):
+    failed = asyncio.Event()
+
+    class Flaky(Layer):
+        async def receive(self, channel):
+            if not failed.is_set():
+                failed.set()
+                raise ConnectionError("the layer is away")
+            return await super().receive(channel)
+
+    layer = Flaky()
+    hub = FanOutHub(layer)
+    listener = Listener()
+    with caplog.at_level(logging.WARNING, logger="streamapp.broadcast"):
+        await hub.join(KEY, listener)
+        await asyncio.wait_for(failed.wait(), timeout=5)
+        await layer.group_send(GROUP, news())
+        await asyncio.wait_for(listener.got_news.wait(), timeout=5)
+    assert "fan-out hub receive failed" in caplog.text
+    await hub.leave(KEY, listener)
+
+
 async def test_a_socket_that_must_wait_does_not_hold_up_the_others():
     hub = FanOutHub(Layer())
     release = asyncio.Event()

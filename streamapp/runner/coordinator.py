@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import broadcast, metrics
 from ..conf import app_settings
+from ..handover import open_sockets
 from ..models import STARTABLE_STATUSES, Status, StreamTask
 from .retention import purge_forever
 from ..positions import task_state
@@ -99,8 +100,10 @@ class Coordinator:
         return [key for key, run in self._runs.items() if run.job is not None]
 
     async def shutdown(self, timeout: float | None = None) -> None:
-        """Stop claiming; let running tasks finish for ``timeout`` seconds, then cancel them."""
+        """Close this process's sockets (1012), stop claiming; let running tasks finish for
+        ``timeout`` seconds, then cancel them."""
         self._accepting = False
+        await open_sockets.aclose_all()
         timeout = app_settings.SHUTDOWN_TIMEOUT if timeout is None else timeout
         runs = [run for run in self._runs.values() if run.job is not None]
         if runs:

@@ -104,6 +104,12 @@ class Coordinator:
         ``timeout`` seconds, then cancel them."""
         self._accepting = False
         await open_sockets.aclose_all()
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            # Started on a loop that is gone (an async TransactionTestCase test, async_to_sync):
+            # its runs and background tasks went with it.
+            self._runs.clear()
+            self._background.clear()
+            self._loop = None
         timeout = app_settings.SHUTDOWN_TIMEOUT if timeout is None else timeout
         runs = [run for run in self._runs.values() if run.job is not None]
         if runs:

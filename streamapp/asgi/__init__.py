@@ -14,7 +14,7 @@ from typing import Any
 from channels.auth import AuthMiddlewareStack
 
 from .handshakes import ConnectionRateLimitMiddleware
-from .lifespan import lifespan
+from .lifecycle import lifespan
 from .notfound import RouteNotFoundMiddleware
 from .origin import AllowedHostsOriginValidator
 from .tokenauth import TokenAuthMiddleware

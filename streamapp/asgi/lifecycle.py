@@ -9,13 +9,26 @@ project's ``ProtocolTypeRouter``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from typing import Any
 
+from ..adapters import signals
+from ..handover import open_sockets
 from ..runner.server_hooks import server_started, server_stopping
 from . import servers
 
 logger = logging.getLogger("streamapp.lifespan")
+
+_closing: set[asyncio.Future[None]] = set()
+
+
+def close_sockets_now() -> None:
+    """At the server's SIGTERM, before it waits out its own grace period (hypercorn)."""
+    for closing in open_sockets.close_all():
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
 
 
 async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -24,6 +37,8 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = await receive()
         if message["type"] == "lifespan.startup":
             servers.note_lifespan_server()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signals.chain_before(signum, close_sockets_now)
             try:
                 await server_started()
             except Exception as exc:

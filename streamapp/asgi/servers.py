@@ -8,7 +8,9 @@ no slow-client bound and no drain on shutdown: that is logged once, at its first
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
 from typing import Any
 
 logger = logging.getLogger("streamapp.asgi")
@@ -21,6 +23,11 @@ def note_lifespan_server() -> None:
     """The server sent ``lifespan.startup``: say once how slow clients are bounded here."""
     global _lifespan
     _lifespan = True
+    if "uvicorn" in sys.modules and not any(
+        importlib.util.find_spec(name) for name in ("websockets", "wsproto")
+    ):
+        logger.warning("uvicorn serves no WebSocket without the websockets or wsproto package "
+                       "(ws/ requests get HTTP 404): pip install websockets")
     logger.info(
         "served by an ASGI server with lifespan (not daphne): each WebSocket's frames queue in "
         "streamapp (SEND_BUFFER_BYTES, then SLOW_CLIENT_SECONDS closes 4408); the server's own "

@@ -95,7 +95,8 @@ class MultiTaskConsumer(TaskSocketConsumer):
         if action.name == "cancel":
             await self.cancel(task)
             return
-        if key not in self.subscriptions and len(self.subscriptions) >= app_settings.MAX_SUBSCRIPTIONS:
+        full = len(self.subscriptions) >= app_settings.MAX_SUBSCRIPTIONS
+        if key not in self.subscriptions and full:
             metrics.rate_limited("subscriptions")
             raise ProtocolError(
                 "rate_limited",
@@ -112,7 +113,7 @@ class NotFoundConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         await self.accept()
-        await self.send(text_data=protocol.encode(
-            protocol.error("not_found", f"no WebSocket endpoint at {self.scope.get('path', '')[:200]}")
-        ))
+        path = self.scope.get("path", "")[:200]
+        error = protocol.error("not_found", f"no WebSocket endpoint at {path}")
+        await self.send(text_data=protocol.encode(error))
         await self.close(code=protocol.CLOSE_NOT_FOUND)

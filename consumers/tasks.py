@@ -93,7 +93,8 @@ class MultiTaskConsumer(TaskSocketConsumer):
         if action.name == "cancel":
             await self.cancel(task)
             return
-        if key not in self.subscriptions and len(self.subscriptions) >= app_settings.MAX_SUBSCRIPTIONS:
+        full = len(self.subscriptions) >= app_settings.MAX_SUBSCRIPTIONS
+        if key not in self.subscriptions and full:
             metrics.rate_limited("subscriptions")
             raise ProtocolError(
                 "rate_limited",
@@ -101,4 +102,3 @@ class MultiTaskConsumer(TaskSocketConsumer):
                 key,
             )
         await self.subscribe(task, action.since)
-

@@ -8,8 +8,6 @@ raises it so.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.urls import Resolver404
 
 NO_ROUTE = "No route found for path"

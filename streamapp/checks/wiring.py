@@ -122,7 +122,8 @@ def check_router_adapter(app_configs: Any = None, **kwargs: Any) -> list:
         return []
     return [checks.Warning(
         "streamapp cannot tell channels' \"no route\" from a consumer's error, so unmatched "
-        "WebSocket paths end in a server error instead of not_found and 4404: " + "; ".join(missing),
+        "WebSocket paths end in a server error instead of not_found and 4404: "
+        + "; ".join(missing),
         hint="Use a channels version streamapp supports (see pyproject.toml).",
         id="streamapp.W022",
     )]

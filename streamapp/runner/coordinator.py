@@ -21,10 +21,10 @@ from .. import broadcast, metrics
 from ..conf import app_settings
 from ..handover import open_sockets
 from ..models import STARTABLE_STATUSES, Status, StreamTask
-from .retention import purge_forever
 from ..positions import task_state
 from . import leases
 from .control import ControlChannel
+from .retention import purge_forever
 from .run import Run
 from .sweeper import sweep, sweep_forever
 

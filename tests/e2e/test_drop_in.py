@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from tests.processes import ROOT, ServerProcess, free_port, wait_for_port
+from tests.support.processes import ROOT, ServerProcess, free_port, wait_for_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -123,7 +123,8 @@ def project(wheel, tmp_path_factory) -> Project:
     venv = base / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=base)
     pip = venv / "bin" / "pip"
-    run(pip, "install", "-q", "--disable-pip-version-check", f"{wheel}", "uvicorn", "websockets", cwd=base)
+    run(pip, "install", "-q", "--disable-pip-version-check", f"{wheel}", "uvicorn", "websockets",
+        cwd=base)
     run(venv / "bin" / "django-admin", "startproject", "mysite", cwd=base)
     project = Project(base / "mysite", venv)
     project.manage("startapp", "reports")
@@ -147,7 +148,8 @@ def project(wheel, tmp_path_factory) -> Project:
 
 def test_the_readme_lists_the_wheels_top_level_packages(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    top = sorted({name.split("/")[0] for name in names} - {f"{wheel.name.split('-py3')[0]}.dist-info"})
+    dist_info = f"{wheel.name.split('-py3')[0]}.dist-info"
+    top = sorted({name.split("/")[0] for name in names} - {dist_info})
     listed = re.search(r"The wheel's top-level packages: (.*?) \(", README).group(1)
     assert [name.strip("` ") for name in listed.split(",")] == top == ["consumers", "streamapp"]
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)

@@ -17,7 +17,7 @@ import websockets
 
 from streamapp.testing import assert_stream_whole
 from tests.conftest import USING_POSTGRES, USING_REDIS
-from tests.processes import Daphne, ProcessDatabase, Worker, manage, start_all
+from tests.support.processes import Daphne, ProcessDatabase, Worker, manage, start_all
 
 pytestmark = [
     pytest.mark.slow,
@@ -71,9 +71,9 @@ async def test_sigterm_hands_every_client_over_to_the_other_daphne(tmp_path):
     try:
         start_all(a, b, worker)
         # Pending, in one command; the first subscriber on A hands each to the worker.
+        create = "print(SlowTask.objects.create(seconds=20).task_key)"
         keys = manage(env, "shell", "-c", "from demo.models import SlowTask\n"
-                      f"for _ in range({TASKS}): print(SlowTask.objects.create(seconds=20).task_key)"
-                      ).split()[-TASKS:]
+                      f"for _ in range({TASKS}): {create}").split()[-TASKS:]
         clients = [Client(keys[i % TASKS]) for i in range(CLIENTS)]
         runs = [asyncio.create_task(client.run(a, b)) for client in clients]
         async with asyncio.timeout(30):

@@ -11,7 +11,7 @@ import time
 import pytest
 import websockets
 
-from tests.processes import manage
+from tests.support.processes import manage
 from tests.support.servers import SERVERS
 
 pytestmark = pytest.mark.slow

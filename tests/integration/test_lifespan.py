@@ -11,7 +11,7 @@ from channels.testing import ApplicationCommunicator
 from streamapp.asgi import lifespan, servers
 from streamapp.coordinator import coordinator
 from streamapp.handover import open_sockets
-from tests.helpers import receive_until
+from tests.support.helpers import receive_until
 from tests.testapp.models import StepTask
 
 pytestmark = pytest.mark.django_db(transaction=True)

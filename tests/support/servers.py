@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tests.processes import Daphne, ServerProcess, free_port, wait_for_port
+from tests.support.processes import Daphne, ServerProcess, free_port, wait_for_port
 
 
 class Uvicorn(ServerProcess):

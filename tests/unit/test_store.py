@@ -9,6 +9,7 @@ import datetime as dt
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import IntegrityError
 from django.utils import timezone
 
 from streamapp.eventlog import store
@@ -37,7 +38,7 @@ async def test_a_batch_is_stored_as_given_and_read_back_in_order():
 
 async def test_a_batch_is_written_whole_or_not_at_all():
     await store.append(KEY, events(1, 1))
-    with pytest.raises(Exception):
+    with pytest.raises(IntegrityError):
         await store.append(KEY, events(2, 2) + events(1, 1))  # seq 1 again: the batch fails
     assert await store.since(KEY, 0) == [(1, '{"seq":1}')]
 

@@ -620,3 +620,78 @@ async def test_behind_means_known_but_unsent_events_or_a_state_waiting(task):
     outlet.room = None
     await subscription.resume()
     assert subscription.finished
+
+
+# -- the first cases written for the rule -----------------------------------------------------
+
+
+async def test_a_congested_socket_only_remembers_and_catches_up_from_the_log(task):
+    outlet = Outlet(room=4)
+    subscription = Subscription(task, Feed(), outlet)
+    await subscription.open(since=None)
+    await subscription.on_events(await log_events(task, 1, 2))
+    assert shape(outlet.sent) == [("state", 0, "running"), ("event", 1, None), ("event", 2, None)]
+
+    await subscription.on_events(await log_events(task, 3, 6))  # full after seq 3
+    await subscription.on_events(await log_events(task, 7, 9))
+    await subscription.on_state(await set_state(task, "completed", 9, 2))
+    assert [f.get("seq") for f in outlet.sent] == [0, 1, 2, 3]
+    assert subscription.behind and subscription.known_seq == 9 and not subscription.finished
+
+    outlet.room = 7  # the client read some: room for three more
+    await subscription.resume()
+    assert [f.get("seq") for f in outlet.sent] == [0, 1, 2, 3, 4, 5, 6]
+    outlet.room = None
+    await subscription.resume()
+    assert shape(outlet.sent[7:]) == [
+        ("event", 7, None), ("event", 8, None), ("event", 9, None), ("state", 9, "completed"),
+    ]
+    assert subscription.finished
+
+
+async def test_a_state_goes_out_at_its_place_in_the_stream(task):
+    outlet = Outlet(room=1)
+    subscription = Subscription(task, Feed(), outlet)
+    await subscription.open(since=0)
+    logged = await log_events(task, 1, 4)
+    await subscription.on_events(logged[:2])
+    stale = {"revision": 1, "status": "running", "seq": 0, "frame": "{}"}
+    await subscription.on_state(stale)  # older than what was sent: dropped
+    cancelled = protocol.state(task.task_key, "cancelled", 2)
+    await subscription.on_state({
+        "revision": 2, "status": "cancelled", "seq": 2, "frame": protocol.encode(cancelled),
+    })
+    outlet.room = None
+    await subscription.resume()
+    assert shape(outlet.sent) == [
+        ("state", 0, "running"), ("event", 1, None), ("event", 2, None),
+        ("state", 2, "cancelled"),
+    ]
+
+
+async def test_converge_repairs_only_what_the_feed_missed(task):
+    outlet, feed = Outlet(), Feed()
+    subscription = Subscription(task, feed, outlet)
+    await subscription.open(since=None)
+    await subscription.on_events(await log_events(task, 1, 2))
+    await subscription.converge(Position(revision=1, status="running", seq=2))
+    assert len(outlet.sent) == 3 and feed.joins == [task.task_key]
+
+    await log_events(task, 3, 5)
+    await set_state(task, "completed", 5, 2)
+    await subscription.converge(Position(revision=2, status="completed", seq=5))
+    assert shape(outlet.sent[3:]) == [
+        ("event", 3, None), ("event", 4, None), ("event", 5, None), ("state", 5, "completed"),
+    ]
+    assert feed.joins == [task.task_key] * 2  # joined again: the feed had gone quiet
+    assert subscription.finished
+
+
+async def test_a_closed_subscription_sends_nothing_more(task):
+    outlet = Outlet()
+    subscription = Subscription(task, Feed(), outlet)
+    await subscription.open(since=None)
+    await subscription.close()
+    await subscription.on_events(await log_events(task, 1, 3))
+    await subscription.converge(Position(revision=5, status="completed", seq=3))
+    assert shape(outlet.sent) == [("state", 0, "running")]

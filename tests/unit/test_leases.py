@@ -15,7 +15,10 @@ from streamapp.models import Status
 from streamapp.runner import leases
 from tests.testapp.models import StepTask
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Flushing only these apps' tables after each test keeps a test to milliseconds.
+pytestmark = pytest.mark.django_db(
+    transaction=True, available_apps=["streamapp", "tests.testapp"]
+)
 
 ME, OTHER = "host:1:me", "host:2:other"
 ERROR = {"type": "WorkerLost", "message": "gone"}

@@ -18,7 +18,10 @@ from streamapp.eventlog import store, stream
 from streamapp.eventlog.stream import EventStream, emit_once
 from streamapp.exceptions import EventTooLarge
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Flushing only these apps' tables after each test keeps a test to milliseconds.
+pytestmark = pytest.mark.django_db(
+    transaction=True, available_apps=["streamapp"]
+)
 
 KEY = "app.model.1"
 

@@ -1,0 +1,242 @@
+"""One run (streamapp/runner/run.py): how each way of ending is recorded and announced.
+
+The database and the in-memory layer are real; the run is driven by signals and ``stop`` calls,
+never by sleeps (scripts/mutation runs these).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.layers import get_channel_layer
+
+from streamapp import broadcast
+from streamapp.eventlog import store
+from streamapp.models import Status
+from streamapp.runner import leases
+from streamapp.runner.control import ControlChannel
+from streamapp.runner.run import LEASE_LOST, SHUTDOWN_ERROR, Run, error_of
+from tests.runnerapp.models import RetryTask
+from tests.testapp.models import ErrorTask, StepTask
+
+# Flushing only these apps' tables after each test keeps a test to milliseconds.
+pytestmark = pytest.mark.django_db(
+    transaction=True, available_apps=["streamapp", "tests.testapp", "tests.runnerapp"]
+)
+
+OWNER = "host:1:run"
+
+
+class Announcements:
+    """What the layer carried to a task's subscribers and to the workers, in order."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.layer = get_channel_layer()
+        self.channel: str | None = None
+        self.messages: list[dict] = []
+
+    async def listen(self) -> None:
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(broadcast.task_group(self.key), self.channel)
+        await self.layer.group_add(broadcast.WORKERS_GROUP, self.channel)
+
+    async def drain(self) -> list[dict]:
+        """Everything announced so far (the in-memory layer delivers at once)."""
+        while True:
+            try:
+                message = await asyncio.wait_for(self.layer.receive(self.channel), timeout=0.05)
+            except TimeoutError:
+                return self.messages
+            self.messages.append(message)
+
+    async def shape(self) -> list[tuple]:
+        shapes = []
+        for m in await self.drain():
+            if m["type"] == "stream.state":
+                shapes.append(("state", m["status"], m["seq"]))
+            elif m["type"] == "stream.events":
+                shapes.append(("events", [seq for seq, _ in m["events"]]))
+            else:
+                shapes.append((m["type"],))
+        return shapes
+
+
+async def claimed(model=StepTask, timeout=None, process=None, on_failure=None, **fields):
+    """A claimed task and its Run; ``timeout``, ``process``, ``on_failure`` override the model's."""
+    task = await model.objects.acreate(**fields)
+    for name, value in (("timeout", timeout), ("process", process), ("on_failure", on_failure)):
+        if value is not None:
+            setattr(task, name, value)
+    assert await leases.claim(task, OWNER, 30.0)
+    heard = Announcements(task.task_key)
+    await heard.listen()
+    return task, Run(task, OWNER, ControlChannel(lambda message: None)), heard
+
+
+async def started(run):
+    run.job = asyncio.create_task(run.execute())
+    while run.work is None:  # process() is created once the stream is open
+        await asyncio.sleep(0)
+    return run.job
+
+
+async def row(task):
+    return await type(task).objects.aget(pk=task.pk)
+
+
+async def test_a_completed_run_is_recorded_then_announced_after_its_last_event():
+    task, run, heard = await claimed()
+    job = await started(run)
+    run.context.deliver_signal("step", "go")
+    run.context.deliver_signal("step", "go")
+    run.context.deliver_signal("step", "stop")
+    await asyncio.wait_for(job, timeout=5)
+    seen = await row(task)
+    assert (seen.status, seen.final_value, seen.error, seen.last_seq, seen.revision) == (
+        Status.COMPLETED, 2, None, 2, 2,
+    )
+    assert seen.lease_owner == "" and seen.completed_at is not None
+    assert (task.status, task.revision, task.last_seq, task.final_value) == (
+        Status.COMPLETED, 2, 2, 2,
+    )
+    shape = await heard.shape()
+    assert shape[0] == ("state", "running", 0) and shape[-1] == ("state", "completed", 2)
+    assert [seq for s in shape if s[0] == "events" for seq in s[1]] == [1, 2]
+    final = heard.messages[-1]
+    assert final["revision"] == 2 and final["task"] == task.task_key
+    assert '"status":"completed"' in final["frame"] and '"final_value":2' in final["frame"]
+
+
+async def test_a_run_goes_on_from_the_seq_the_log_has():
+    task, run, heard = await claimed()
+    job = await started(run)
+    run.context.deliver_signal("step", "go")
+    while run.stream.seq < 1:
+        await asyncio.sleep(0)
+    run.stop("cancel")
+    await asyncio.wait_for(job, timeout=5)
+    assert await leases.claim(task, "host:2:other", 30.0)  # started again, elsewhere
+    again = Run(task, "host:2:other", ControlChannel(lambda message: None))
+    job = await started(again)
+    again.context.deliver_signal("step", "go")
+    again.context.deliver_signal("step", "stop")
+    await asyncio.wait_for(job, timeout=5)
+    assert [s for s, _ in await store.since(task.task_key, 0)] == [1, 2]
+    assert (await row(task)).last_seq == 2
+    assert (await heard.shape())[-3:] == [
+        ("state", "running", 1), ("events", [2]), ("state", "completed", 2),
+    ]
+
+
+async def test_a_failure_is_recorded_with_its_error_and_announced():
+    task, run, heard = await claimed(ErrorTask, kind="ValueError")
+    await asyncio.wait_for(run.execute(), timeout=5)
+    seen = await row(task)
+    assert seen.status == Status.FAILED and seen.last_seq == 1
+    assert seen.error == {"type": "ValueError", "message": "failure on purpose"}
+    assert (await heard.shape())[-1] == ("state", "failed", 1)
+
+
+async def test_a_timeout_fails_the_task_with_timeout_error():
+    task, run, heard = await claimed(timeout=0.05)
+    await asyncio.wait_for(run.execute(), timeout=5)  # process() waits for a step forever
+    seen = await row(task)
+    assert seen.status == Status.FAILED
+    assert seen.error == {
+        "type": "TimeoutError", "message": "the task ran longer than its timeout of 0.05 s",
+    }
+
+
+async def test_a_timeout_error_raised_by_the_task_itself_is_its_own_failure():
+    task, run, heard = await claimed(ErrorTask, kind="TimeoutError")
+    await asyncio.wait_for(run.execute(), timeout=5)
+    assert (await row(task)).error == {"type": "TimeoutError", "message": "failure on purpose"}
+
+
+async def test_a_final_value_the_database_cannot_store_fails_the_task():
+    async def odd_value():
+        return {"when": object()}
+
+    task, run, heard = await claimed(process=odd_value)
+    await asyncio.wait_for(run.execute(), timeout=5)
+    seen = await row(task)
+    assert seen.status == Status.FAILED and seen.error["type"] == "EventNotSerializable"
+
+
+async def test_cancel_ends_the_run_cancelled_with_no_error():
+    task, run, heard = await claimed()
+    job = await started(run)
+    run.context.deliver_signal("step", "go")
+    while run.stream.seq < 1:
+        await asyncio.sleep(0)
+    run.stop("cancel")
+    run.stop("shutdown")  # the first reason counts
+    await asyncio.wait_for(job, timeout=5)
+    seen = await row(task)
+    assert (seen.status, seen.error, seen.last_seq) == (Status.CANCELLED, None, 1)
+    assert (await heard.shape())[-1] == ("state", "cancelled", 1)
+
+
+async def test_a_run_stopped_before_process_starts_never_runs_it():
+    task, run, heard = await claimed()
+    run.stop("cancel")
+    await asyncio.wait_for(run.execute(), timeout=5)
+    assert (await row(task)).status == Status.CANCELLED and run.work.cancelled()
+
+
+async def test_shutdown_puts_a_task_with_attempts_left_back_to_pending_and_wakes_workers():
+    task, run, heard = await claimed(RetryTask)
+    job = await started(run)
+    run.stop("shutdown")
+    await asyncio.wait_for(job, timeout=5)
+    seen = await row(task)
+    assert (seen.status, seen.error, seen.completed_at) == (Status.PENDING, SHUTDOWN_ERROR, None)
+    assert (await heard.shape())[-2:] == [("state", "pending", 0), ("workers.wake",)]
+
+
+async def test_shutdown_cancels_a_task_on_its_last_attempt():
+    task, run, heard = await claimed()
+    job = await started(run)
+    run.stop("shutdown")
+    await asyncio.wait_for(job, timeout=5)
+    seen = await row(task)
+    assert (seen.status, seen.error) == (Status.CANCELLED, SHUTDOWN_ERROR)
+    assert ("workers.wake",) not in await heard.shape()
+
+
+async def test_a_run_that_lost_its_lease_records_and_announces_nothing():
+    task, run, heard = await claimed()
+    job = await started(run)
+    run.stop(LEASE_LOST)
+    await asyncio.wait_for(job, timeout=5)
+    seen = await row(task)
+    assert (seen.status, seen.lease_owner, seen.revision) == (Status.RUNNING, OWNER, 1)
+    assert await heard.shape() == [("state", "running", 0)]
+
+
+async def test_an_outcome_whose_lease_was_taken_meanwhile_is_not_announced():
+    task, run, heard = await claimed()
+    job = await started(run)
+    await type(task).objects.filter(pk=task.pk).aupdate(lease_owner="host:9:thief")
+    run.context.deliver_signal("step", "stop")
+    await asyncio.wait_for(job, timeout=5)
+    assert (await row(task)).status == Status.RUNNING
+    assert await heard.shape() == [("state", "running", 0)]
+    assert task.status == Status.RUNNING and task.revision == 1
+
+
+async def test_a_failed_task_gets_its_on_failure_hook():
+    failures = []
+
+    async def on_failure(error):
+        failures.append(error)
+
+    task, run, heard = await claimed(ErrorTask, on_failure=on_failure, kind="KeyError")
+    await asyncio.wait_for(run.execute(), timeout=5)
+    assert failures == [{"type": "KeyError", "message": "'failure on purpose'"}]
+
+
+async def test_error_of_names_the_exception_and_its_message():
+    assert error_of(ValueError("bad")) == {"type": "ValueError", "message": "bad"}

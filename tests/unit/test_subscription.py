@@ -145,6 +145,17 @@ async def test_a_batch_wholly_sent_already_changes_nothing(task):
     assert subscription.known_seq == 3 and not subscription.behind
 
 
+async def test_old_news_does_no_work_even_while_behind(task):
+    """A batch already sent is dropped at once: no log read, even with a catch-up waiting."""
+    logged = await log_events(task, 1, 4)
+    subscription, outlet, _, log, _ = await subscribe(task, since=0, room=3)
+    assert event_seqs(outlet.sent) == [1, 2] and subscription.behind
+    outlet.room = None
+    reads = log.reads
+    await subscription.on_events(logged[1:2])  # seq 2 again: the resume is the upkeep's job
+    assert log.reads == reads and event_seqs(outlet.sent) == [1, 2]
+
+
 async def test_a_gap_at_the_batch_first_event_is_filled_from_the_log_first(task):
     subscription, outlet, _, log, _ = await subscribe(task, since=0)
     logged = await log_events(task, 1, 5)
@@ -249,6 +260,24 @@ async def test_open_without_since_sends_the_state_then_the_latest_event(task):
     logged = await log_events(task, 4, 4)
     await subscription.on_events(logged)
     assert event_seqs(outlet.sent) == [3, 4]
+
+
+async def test_an_event_logged_while_the_state_goes_out_is_the_latest_sent_once(task):
+    """Opening reads the state, then the latest event: one logged in between is what is sent,
+    and its live news is not sent again."""
+    await log_events(task, 1, 2)
+    outlet, logged = Outlet(), []
+
+    async def log_one_more():
+        if len(outlet.sent) == 1:
+            logged.extend(await log_events(task, 3, 3))
+
+    outlet.after_send = log_one_more
+    subscription = Subscription(task, Feed(), outlet, PagedLog())
+    await subscription.open(since=None)
+    assert shape(outlet.sent) == [("state", 2, "running"), ("event", 3, None)]
+    await subscription.on_events(logged)
+    assert len(outlet.sent) == 2 and subscription.last_seq == 3
 
 
 async def test_open_without_since_on_a_task_with_no_events_sends_the_state_only(task):
@@ -478,15 +507,27 @@ async def test_a_state_kept_for_later_goes_out_between_the_events_it_sits_betwee
 
 async def test_a_state_goes_out_after_its_event_even_when_the_outlet_just_filled(task):
     """State frames are small and may end the socket: one due goes out, room or not."""
-    subscription, outlet, _, _, _ = await subscribe(task, since=0, room=3)
+    subscription, outlet, _, _, _ = await subscribe(task, since=0, room=2)
     logged = await log_events(task, 1, 3)
-    await subscription.on_events(logged[:1])
-    await subscription.on_state(await set_state(task, "running", 2, 2))
+    await subscription.on_events(logged[:1])  # full
+    await subscription.on_state(await set_state(task, "running", 2, 2))  # kept: 2 is not sent
+    outlet.room = 3  # room for one more frame
     await subscription.on_events(logged[1:])
     assert shape(outlet.sent) == [
         ("state", 0, "running"), ("event", 1, None), ("event", 2, None), ("state", 2, "running"),
     ]
     assert subscription.behind and subscription.last_seq == 2
+
+
+async def test_a_replay_that_fills_the_outlet_with_the_last_event_still_ends_with_the_state(task):
+    await log_events(task, 1, 3)
+    await set_state(task, "completed", 3, 2)
+    subscription, outlet, _, _, _ = await subscribe(task, since=0, room=4)
+    assert shape(outlet.sent) == [
+        ("state", 3, "completed"), ("event", 1, None), ("event", 2, None), ("event", 3, None),
+        ("state", 3, "completed"),
+    ]
+    assert subscription.finished
 
 
 async def test_a_state_at_the_seq_already_sent_goes_out_at_once(task):

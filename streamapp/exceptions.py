@@ -33,3 +33,7 @@ class WorkerLost(StreamAppError):
 
 class InvalidToken(StreamAppError):
     """A bearer token was refused; the message says why (expired, bad signature, …)."""
+
+
+class BadQuery(StreamAppError, ValueError):
+    """An HTTP query parameter is malformed; the message names it and what was expected."""

@@ -59,8 +59,24 @@ class DemoPage:
 
     async def open(self) -> DemoPage:
         await self.page.goto(self.url)
-        await expect(self.connection).to_have_attribute("data-state", "open")
+        await self.loaded()
         return self
+
+    async def loaded(self) -> None:
+        """Connected, and the cards of earlier tasks (GET /tasks/) are back, each in its state."""
+        await expect(self.connection).to_have_attribute("data-state", "open")
+        await expect(self.page.locator("#tasks")).to_have_attribute("data-restored", "true")
+        await expect(self.page.locator('.card[aria-busy="true"]')).to_have_count(0)
+
+    async def dismiss_ended(self) -> None:
+        """Close every ended card, as a user tidying the page does."""
+        dismiss = self.page.locator(".card .dismiss:visible")
+        while await dismiss.count():
+            await dismiss.first.click()
+
+    def subscribes(self, key: str) -> list[dict[str, Any]]:
+        return [frame for frame in self.sent
+                if frame["action"] == "subscribe" and frame["task"] == key]
 
     @property
     def connection(self) -> Locator:
@@ -158,8 +174,7 @@ async def test_the_page_resumes_a_dropped_socket_with_no_missing_and_no_repeated
     await expect(demo.connection).to_have_attribute("data-state", "open")
     assert await demo.rendered(key, "seq") == list(range(1, steps + 3))
     assert await demo.rendered(key, "step") == list(range(1, steps + 1))
-    subscribes = [frame for frame in demo.sent if frame["action"] == "subscribe"]
-    assert subscribes == [
+    assert demo.subscribes(key) == [
         {"action": "subscribe", "task": key, "since": 0},
         {"action": "subscribe", "task": key, "since": seen_before},
     ]
@@ -168,6 +183,7 @@ async def test_the_page_resumes_a_dropped_socket_with_no_missing_and_no_repeated
 
 async def test_several_tasks_at_once_in_every_state(demo, demo_server):
     """Also saves the screenshot the README shows (build/demo.png, copied to docs/demo.png)."""
+    await demo.dismiss_ended()  # the earlier tests' cards, restored from GET /tasks/
     done = await demo.start("Start example task", example__steps=12, example__delay=0.02)
     failed = await demo.start("Start failing task", failing__fail_at=4)
     cancelled = await demo.start("Start slow task", slow__seconds=10)

@@ -34,9 +34,10 @@ let countdown;
 
 const client = new StreamClient(undefined, {
   persist: "session",
-  // A server that stops answering shows within a second, not when TCP gives up.
-  pingInterval: 250,
-  pongTimeout: 500,
+  // A server that stops answering shows within a second, not when TCP gives up: after 200 ms
+  // without a frame the page pings, and 400 ms without an answer ends the socket.
+  pingInterval: 200,
+  pongTimeout: 400,
   onConnectionState: showConnection,
   onError: showStartError,
 });

@@ -31,8 +31,8 @@ def run(*command: str, env: dict[str, str] | None = None, timeout: float = 100) 
     """Run a tool in client/; fails the test with its output when it fails."""
     if shutil.which("node") is None or not (CLIENT / "node_modules" / "typescript").is_dir():
         pytest.fail("the client's tools are missing: run scripts/client.sh (node 20.10+, npm ci)")
-    result = subprocess.run(command, cwd=CLIENT, env=env, capture_output=True, text=True, check=False,
-                            timeout=timeout)
+    result = subprocess.run(command, cwd=CLIENT, env=env, capture_output=True, text=True,
+                            check=False, timeout=timeout)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     return output

@@ -186,12 +186,10 @@ def _listed(tasks: list[StreamTask]) -> list[dict[str, Any]]:
         .values_list("task_key")
         .annotate(top=Max("seq"))
     )
-    return [
-        {
-            **frames.state(task.task_key, task.status, max(task.last_seq, tops.get(task.task_key, 0)),
-                           task.final_value, task.error),
-            "model": str(task._meta.verbose_name),
-            "created_at": task.created_at.isoformat(),
-        }
-        for task in tasks
-    ]
+    listed = []
+    for task in tasks:
+        seq = max(task.last_seq, tops.get(task.task_key, 0))
+        frame = frames.state(task.task_key, task.status, seq, task.final_value, task.error)
+        listed.append({**frame, "model": str(task._meta.verbose_name),
+                       "created_at": task.created_at.isoformat()})
+    return listed

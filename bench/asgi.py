@@ -21,7 +21,7 @@ from channels.routing import URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from consumers.routing import websocket_urlpatterns  # noqa: E402
-from consumers.security import AllowedHostsOriginValidator  # noqa: E402
+from streamapp.asgi.origin import AllowedHostsOriginValidator  # noqa: E402
 
 from . import control, floor  # noqa: E402
 from .baseline import BaselineConsumer  # noqa: E402

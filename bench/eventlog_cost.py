@@ -22,15 +22,15 @@ EVENTS = 5000
 async def append_cost(batch: int) -> float:
     from django.utils import timezone
 
-    from streamapp import eventlog
-    from streamapp.eventlog import LoggedEvent
+    from streamapp.eventlog import store
+    from streamapp.eventlog.store import LoggedEvent
 
     key = f"bench.append.{batch}"
     now = timezone.now()
     frame = '{"type":"event","task":"bench","seq":0,"event":"tick","data":{"i":1}}'
     started = time.perf_counter()
     for first in range(1, EVENTS + 1, batch):
-        await eventlog.append(key, [
+        await store.append(key, [
             LoggedEvent(seq, "tick", frame, now) for seq in range(first, first + batch)
         ])
     return (time.perf_counter() - started) / EVENTS * 1e6
@@ -38,19 +38,19 @@ async def append_cost(batch: int) -> float:
 
 async def task_cost(with_log: bool) -> tuple[float, float]:
     """µs per event of a BurstTask run, and the average batch it wrote."""
-    from streamapp import eventlog, events
     from streamapp.coordinator import coordinator
+    from streamapp.eventlog import store, stream
     from tests.testapp.models import BurstTask
 
     batches = []
-    append = eventlog.append
+    append = store.append
 
     async def counted_append(key, batch):
         batches.append(len(batch))
         if with_log:
             await append(key, batch)
 
-    events.eventlog.append = counted_append
+    stream.store.append = counted_append
     try:
         task = await BurstTask.objects.acreate(count=EVENTS)
         started = time.perf_counter()
@@ -58,7 +58,7 @@ async def task_cost(with_log: bool) -> tuple[float, float]:
         await coordinator.wait_task(task)
         elapsed = time.perf_counter() - started
     finally:
-        events.eventlog.append = append
+        stream.store.append = append
     return elapsed / EVENTS * 1e6, sum(batches) / len(batches)
 
 
@@ -80,7 +80,7 @@ async def measure() -> None:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.processes import ProcessDatabase
+    from tests.support.processes import ProcessDatabase
 
     with tempfile.TemporaryDirectory() as tmp:
         database = ProcessDatabase(Path(tmp), "bench_eventlog_cost").create()

@@ -2,11 +2,11 @@
 // creates them, a proxy that can cut or freeze connections, and waiting with a deadline.
 import net from "node:net";
 
-/** daphne's base URL: tests/test_client_node.py starts it and passes it in STREAMAPP_SERVER. */
+/** daphne's base URL: tests/e2e/test_client_node.py starts it and passes it in STREAMAPP_SERVER. */
 export const SERVER = process.env.STREAMAPP_SERVER;
 if (!SERVER) {
   throw new Error("STREAMAPP_SERVER is not set: run these tests through " +
-    "`pytest tests/test_client_node.py`, which starts daphne for them");
+    "`pytest tests/e2e/test_client_node.py`, which starts daphne for them");
 }
 export const SOCKET_URL = `${SERVER.replace(/^http/, "ws")}/ws/tasks/`;
 /** Every wait in these tests: long enough for a loaded 2-core CI machine. */

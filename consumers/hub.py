@@ -25,13 +25,18 @@ from channels.layers import get_channel_layer
 
 from streamapp import broadcast
 
-from .upkeep import rejoin_interval
-
 logger = logging.getLogger("streamapp.consumers")
 
 # A join this soon after the group membership was (re)made trusts it; converging subscriptions
 # and renewals join again later, so a membership lost with Redis is made again within seconds.
 JOIN_REFRESH_SECONDS = 1.0
+DEFAULT_GROUP_EXPIRY = 86400  # channels' own default
+
+
+def rejoin_interval(layer: Any) -> float:
+    """A quarter of the layer's group_expiry: a membership is renewed long before it lapses."""
+    expiry = getattr(layer, "group_expiry", None) or DEFAULT_GROUP_EXPIRY
+    return expiry / 4
 
 
 class Listener(Protocol):

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from streamapp import eventlog
+from streamapp.eventlog import store
 
 WINDOW = 200  # seqs per window
 WINDOW_CHARS = 4 * 1024 * 1024  # frame text one read may load
@@ -43,7 +43,7 @@ class LogPages:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def read(self, key: str, after: int, upto: int) -> Rows:
-        """The first logged events with ``after < seq <= upto``, in order; [] when there are none."""
+        """The first logged events with ``after < seq <= upto``, in order; [] when none."""
         window = await self._window(key, after // WINDOW, upto)
         rows = [row for row in window.rows or () if after < row[0] <= upto]
         if rows:
@@ -76,24 +76,24 @@ class LogPages:
 
     async def _load(self, key: str, index: int) -> Window:
         low, high = index * WINDOW, (index + 1) * WINDOW
-        sizes = await eventlog.sizes(key, low, high, WINDOW)
+        sizes = await store.sizes(key, low, high, WINDOW)
         chars = sum(size for _, size in sizes)
         if chars > WINDOW_CHARS:
             return Window(None, sizes[-1][0], 0, time.monotonic())
-        rows = await eventlog.since(key, low, sizes[-1][0]) if sizes else []
+        rows = await store.since(key, low, sizes[-1][0]) if sizes else []
         window = Window(rows, rows[-1][0] if rows else low, chars, time.monotonic())
         self._keep((key, index), window)
         return window
 
     async def _read_few(self, key: str, after: int, upto: int) -> Rows:
         """Events straight from the log, as many as fit in WINDOW_CHARS (at least one)."""
-        sizes = await eventlog.sizes(key, after, upto, WINDOW)
+        sizes = await store.sizes(key, after, upto, WINDOW)
         last, chars = after, 0
         for seq, size in sizes:
             if chars and chars + size > WINDOW_CHARS:
                 break
             last, chars = seq, chars + size
-        return await eventlog.since(key, after, last) if last > after else []
+        return await store.since(key, after, last) if last > after else []
 
     def _keep(self, slot: tuple[str, int], window: Window) -> None:
         old = self._windows.pop(slot, None)

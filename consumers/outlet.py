@@ -11,8 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from .transport import TransportBacklog
+from streamapp.adapters.daphne import TransportBacklog
+from streamapp.asgi.transport import SCOPE_KEY
+
+Sender = Callable[[str], Awaitable[None]]
 
 DRAIN_POLL_SECONDS = 0.05
 # Twisted writes to the kernel only when the event loop comes round: frames sent in one go all
@@ -21,9 +25,25 @@ FLUSH_SECONDS = 0.001
 
 
 class SocketOutlet:
+    """Frames out of one socket: straight to daphne's transport when it is there."""
+
+    @classmethod
+    def for_socket(cls, scope: dict[str, Any], send_text: Sender, limit: int) -> SocketOutlet:
+        """The outlet of the socket with ``scope``; ``send_text`` is the consumer's own way."""
+        backlog = scope.get(SCOPE_KEY)
+        if backlog is None:
+            return cls(send_text, None, limit)
+        server_send, is_open = backlog.send, backlog.open
+
+        async def send_to_daphne(text: str) -> None:
+            if is_open():  # a client that has just left: nothing to send to, and no error
+                await server_send({"type": "websocket.send", "text": text})
+
+        return cls(send_to_daphne, backlog, limit)
+
     def __init__(
         self,
-        send: Callable[[str], Awaitable[None]],
+        send: Sender,
         backlog: TransportBacklog | None,
         limit: int,
     ) -> None:

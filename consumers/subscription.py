@@ -20,9 +20,10 @@ import logging
 import time
 from typing import Any, Protocol
 
-from streamapp import eventlog, frames, metrics
+from streamapp import metrics, protocol
+from streamapp.eventlog import store
 from streamapp.models import FINAL_STATUSES, StreamTask
-from streamapp.state import Position, task_state
+from streamapp.positions import Position, task_state
 
 from .logpages import LogPages, log_pages
 
@@ -101,7 +102,7 @@ class Subscription:
             state = await self._read_state()  # after joining: no change can slip between
             await self._send_state(state)
             if since is None:
-                latest = await eventlog.latest(self.key)
+                latest = await store.latest(self.key)
                 self.last_seq = self.known_seq = max(state["seq"], latest[0] if latest else 0)
                 if latest is not None:
                     await self._send(latest[1])
@@ -111,7 +112,7 @@ class Subscription:
                 return []
             notes = []
             if since > state["seq"]:
-                notes.append(frames.error(
+                notes.append(protocol.error(
                     "bad_request",
                     f"since {since} is ahead of the task's last seq {state['seq']}",
                     task=self.key,
@@ -196,7 +197,7 @@ class Subscription:
             rows = await self.log.read(self.key, self.last_seq, self.known_seq)
             oldest = rows[0][0] if rows else self.known_seq + 1
             if oldest > self.last_seq + 1:
-                await self._send(frames.encode(frames.error(
+                await self._send(protocol.encode(protocol.error(
                     "history_truncated",
                     f"events after seq {self.last_seq} are no longer kept; resuming at {oldest}",
                     task=self.key, oldest_seq=oldest,
@@ -235,7 +236,7 @@ class Subscription:
         state = await task_state(self.task)
         return {
             "revision": self.task.revision, "status": self.task.status, "seq": state["seq"],
-            "frame": frames.encode(state),
+            "frame": protocol.encode(state),
         }
 
     async def _send_state(self, message: dict[str, Any]) -> None:

@@ -23,8 +23,9 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
 from streamapp.conf import app_settings
-from streamapp.state import Position, positions
+from streamapp.positions import Position, positions
 
+from .hub import rejoin_interval
 from .outlet import SocketOutlet
 from .subscription import Subscription
 
@@ -34,7 +35,6 @@ CONGESTED_POLL_SECONDS = 0.1
 CONFIRM_SECONDS = 0.2  # between seeing news missed and repairing it
 BUSY_LAG_SECONDS = 0.5  # a wake-up this late means the event loop is saturated
 ERROR_PAUSE_SECONDS = 1.0
-DEFAULT_GROUP_EXPIRY = 86400  # channels' own default
 
 
 class Host(Protocol):
@@ -48,12 +48,6 @@ class Host(Protocol):
 
     async def close_slow(self) -> None:
         """The socket is hopeless: close it."""
-
-
-def rejoin_interval(layer: Any) -> float:
-    """A quarter of the layer's group_expiry: a membership is renewed long before it lapses."""
-    expiry = getattr(layer, "group_expiry", None) or DEFAULT_GROUP_EXPIRY
-    return expiry / 4
 
 
 class Upkeep:

@@ -1,12 +1,12 @@
-"""The demo page, and the endpoint it creates tasks with (the socket's subscribe then starts them)
-and reads their fields back with (a reloaded page rebuilds its cards from them)."""
+"""The demo page, and the endpoint it creates tasks with (a subscribe then starts them) and
+reads their fields back with (a reloaded page rebuilds its cards from them)."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import render
 
-from streamapp import frames
+from streamapp import protocol
 from streamapp.access import allowed
 from streamapp.exceptions import UnknownTask
 from streamapp.keys import aget_task
@@ -86,4 +86,4 @@ async def create_task(request: HttpRequest) -> JsonResponse:
 
 
 def bad_request(message: str, **extra: object) -> JsonResponse:
-    return JsonResponse(frames.error("bad_request", message, **extra), status=400)
+    return JsonResponse(protocol.error("bad_request", message, **extra), status=400)

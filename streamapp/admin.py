@@ -23,14 +23,14 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
-from . import eventlog
 from .conf import app_settings
+from .coordinator import coordinator
+from .eventlog import store
 from .exceptions import UnknownTask
 from .keys import split_key, stream_task_models
-from .leases import RUNNER_FIELDS
-from .listing import duration_text
 from .models import StreamTask
-from .runner import coordinator
+from .ops.listing import duration_text
+from .runner.leases import RUNNER_FIELDS
 
 DATA_PREVIEW_CHARS = 300
 
@@ -115,7 +115,7 @@ class StreamTaskAdminMixin:
         """The latest events, newest first: TaskEvent is keyed by task key, not a foreign key."""
         if obj is None or obj.pk is None:
             return "–"
-        events = eventlog.recent(obj.task_key, self.event_log_limit)
+        events = store.recent(obj.task_key, self.event_log_limit)
         if not events:
             return "no events logged"
         rows = format_html_join(

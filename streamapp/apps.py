@@ -9,9 +9,10 @@ class StreamAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, metrics, security_checks, serving  # noqa: F401  (checks register)
+        from . import checks, metrics  # noqa: F401  (importing the checks registers them)
+        from .runner import server_hooks
 
-        serving.install_daphne_hooks()
+        server_hooks.install_daphne_hooks()
         if metrics.multiprocess_dir() is not None:
             atexit.register(metrics.forget_this_process)
         if apps.is_installed("django.contrib.admin"):

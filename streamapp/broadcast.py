@@ -13,6 +13,8 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from . import protocol
+
 logger = logging.getLogger("streamapp.broadcast")
 
 # Short prefixes keep every group name under the layer's 100-character limit.
@@ -63,6 +65,14 @@ async def publish_state(key: str, revision: int, status: str, seq: int, frame: s
             "seq": seq,
             "frame": frame,
         },
+    )
+
+
+async def publish_task_state(task: Any, seq: int) -> bool:
+    """Announce a StreamTask's status as loaded, at ``seq``; its revision orders the news."""
+    frame = protocol.state(task.task_key, task.status, seq, task.final_value, task.error)
+    return await publish_state(
+        task.task_key, task.revision, task.status, seq, protocol.encode(frame)
     )
 
 

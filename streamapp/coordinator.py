@@ -1,5 +1,5 @@
-"""The process's coordinator: ``from streamapp.coordinator import coordinator``."""
+"""The process's coordinator: ``from streamapp.coordinator import coordinator`` (DESIGN §2)."""
 
-from .runner import Coordinator, coordinator
+from .runner.coordinator import Coordinator, coordinator
 
 __all__ = ["Coordinator", "coordinator"]

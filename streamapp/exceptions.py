@@ -31,6 +31,24 @@ class WorkerLost(StreamAppError):
     """The worker that ran a task stopped renewing its lease (it crashed or was killed)."""
 
 
+class NothingToCancel(StreamAppError):
+    """A cancel found the task already ended."""
+
+
+class Unreachable(StreamAppError):
+    """The task runs in another process and this process's channel layer cannot reach it."""
+
+
+class ProtocolError(StreamAppError):
+    """A client frame broke the wire protocol; ``code`` is the error frame's code."""
+
+    def __init__(self, code: str, message: str, task: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.task = task
+
+
 class InvalidToken(StreamAppError):
     """A bearer token was refused; the message says why (expired, bad signature, …)."""
 

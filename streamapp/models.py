@@ -1,4 +1,8 @@
-"""StreamTask, the abstract model users subclass, and TaskEvent, the event log's table."""
+"""StreamTask, the abstract model users subclass (and TaskEvent, re-exported for Django).
+
+Imports run one way: this module reaches the event stream and the signal mailbox of a running
+task only through ``streamapp.context``, and never imports the runner.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,11 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 
+from . import broadcast, context
 from .conf import app_settings
+from .eventlog.models import TaskEvent
+
+__all__ = ["FINAL_STATUSES", "STARTABLE_STATUSES", "Status", "StreamTask", "TaskEvent"]
 
 
 class Status(models.TextChoices):
@@ -112,12 +120,7 @@ class StreamTask(models.Model):
 
         Raises EventTooLarge or EventNotSerializable before anything is logged.
         """
-        from .events import emit_once  # events imports models: resolve at call time
-
-        stream = getattr(self, "_event_stream", None)  # set by the runner while it runs us
-        if stream is not None:
-            return await stream.emit(name, data)
-        return await emit_once(self.task_key, name, data)
+        return await context.send_event(self.task_key, name, data)
 
     async def process_generator(self, agen: AsyncIterator[Any]) -> Any:
         """Send each item of an async generator as a ``progress`` event; return the last."""
@@ -140,18 +143,15 @@ class StreamTask(models.Model):
 
     async def send_signal(self, name: str, data: Any = None) -> None:
         """Deliver a signal to this task's running ``process()``, in whatever process runs it."""
-        from .broadcast import send_control
-
-        await send_control(self.task_key, {"type": "task.signal", "name": name, "data": data})
+        message = {"type": "task.signal", "name": name, "data": data}
+        await broadcast.send_control(self.task_key, message)
 
     async def wait_signal(self, name: str, timeout: float | None = None) -> Any:
         """Inside ``process()``: wait for the signal ``name`` and return its data.
 
         Raises TimeoutError when ``timeout`` seconds pass first.
         """
-        from .runner import coordinator
-
-        return await coordinator.wait_signal(self, name, timeout)
+        return await context.wait_signal(self.task_key, name, timeout)
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -174,7 +174,7 @@ class StreamTask(models.Model):
         return cls._default_manager.none()
 
     def can_cancel(self, user: Any) -> bool:
-        """May ``user`` cancel this task? Default: staff, or the task's ``owner`` when it has one."""
+        """May ``user`` cancel this task? Default: staff, or the task's ``owner`` if it has one."""
         if app_settings.OPEN_ACCESS:
             return True
         if not getattr(user, "is_authenticated", False):
@@ -194,22 +194,3 @@ def is_stream_task_model(model: Any) -> bool:
         and issubclass(model, StreamTask)
         and not model._meta.abstract
     )
-
-
-class TaskEvent(models.Model):
-    """One logged event: the frame exactly as sent live, kept for replay."""
-
-    task_key = models.CharField(max_length=100)
-    seq = models.PositiveBigIntegerField()
-    name = models.CharField(max_length=100)
-    frame = models.TextField()
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["task_key", "seq"], name="streamapp_event_key_seq")
-        ]
-        ordering = ["task_key", "seq"]
-
-    def __str__(self) -> str:
-        return f"{self.task_key}#{self.seq} {self.name}"

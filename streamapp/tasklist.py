@@ -20,11 +20,12 @@ from django.http import QueryDict
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from . import frames
+from . import protocol
 from .access import permits
+from .eventlog.models import TaskEvent
 from .exceptions import BadQuery, UnknownTask
 from .keys import stream_task_model, stream_task_models
-from .models import Status, StreamTask, TaskEvent
+from .models import Status, StreamTask
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -189,7 +190,7 @@ def _listed(tasks: list[StreamTask]) -> list[dict[str, Any]]:
     listed = []
     for task in tasks:
         seq = max(task.last_seq, tops.get(task.task_key, 0))
-        frame = frames.state(task.task_key, task.status, seq, task.final_value, task.error)
+        frame = protocol.state(task.task_key, task.status, seq, task.final_value, task.error)
         listed.append({**frame, "model": str(task._meta.verbose_name),
                        "created_at": task.created_at.isoformat()})
     return listed

@@ -8,12 +8,12 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_safe
 
-from . import frames, metrics
+from . import metrics, protocol
 from .access import allowed, denial
 from .exceptions import BadQuery, UnknownTask
 from .keys import aget_task, canonical_key, stream_task_model
+from .positions import task_state
 from .readiness import readiness_problems
-from .state import task_state
 from .tasklist import list_tasks, parse_query
 from .tokens import aauthenticate, bearer_from_header
 
@@ -49,17 +49,19 @@ async def requesting_user(request: HttpRequest) -> tuple[Any, str | None]:
 
 
 @require_safe
-async def task_state_view(request: HttpRequest, app_label: str, model: str, pk: str) -> JsonResponse:
+async def task_state_view(
+    request: HttpRequest, app_label: str, model: str, pk: str
+) -> JsonResponse:
     """``GET /tasks/<app_label>/<model>/<pk>/``: the task's ``state`` frame as JSON."""
     try:
         key = canonical_key(stream_task_model(app_label, model), pk)
         task = await aget_task(key)
     except UnknownTask as exc:
-        return JsonResponse(frames.error("not_found", str(exc)), status=404)
+        return JsonResponse(protocol.error("not_found", str(exc)), status=404)
     user, problem = await requesting_user(request)
     if not await allowed(task.can_subscribe, user):
         message = denial(f"you may not watch {key}", problem)
-        return JsonResponse(frames.error("forbidden", message, key), status=403)
+        return JsonResponse(protocol.error("forbidden", message, key), status=403)
     return JsonResponse(await task_state(task))
 
 
@@ -69,10 +71,10 @@ async def task_list_view(request: HttpRequest) -> JsonResponse:
     try:
         query = parse_query(request.GET)
     except BadQuery as exc:
-        return JsonResponse(frames.error("bad_request", str(exc)), status=400)
+        return JsonResponse(protocol.error("bad_request", str(exc)), status=400)
     user, problem = await requesting_user(request)
     if problem is not None:  # an empty list would hide why: say it
-        return JsonResponse(frames.error("forbidden", denial("no tasks listed", problem)),
+        return JsonResponse(protocol.error("forbidden", denial("no tasks listed", problem)),
                             status=403)
     tasks, following = await sync_to_async(list_tasks)(user, query)
     next_url = None

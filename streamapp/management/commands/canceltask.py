@@ -7,7 +7,7 @@ import asyncio
 from django.core.management.base import BaseCommand, CommandError
 
 from streamapp.exceptions import StreamAppError
-from streamapp.watching import cancel_and_wait
+from streamapp.ops.cancel import cancel_and_wait
 
 
 class Command(BaseCommand):

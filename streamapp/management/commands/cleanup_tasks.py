@@ -6,11 +6,11 @@ import asyncio
 
 from django.core.management.base import BaseCommand, CommandError
 
-from streamapp.cleanup import cleanup_finished, parse_age
+from streamapp.ops.cleanup import cleanup_finished, parse_age
 
 
 class Command(BaseCommand):
-    help = "Delete tasks that ended (completed, failed, cancelled) long enough ago, and their events."
+    help = "Delete tasks that ended (completed, failed, cancelled) long ago, and their events."
 
     def add_arguments(self, parser):
         parser.add_argument("--older-than", required=True,

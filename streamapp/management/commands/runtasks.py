@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand
 
 from streamapp.checks import mark_worker_process
 from streamapp.conf import app_settings
-from streamapp.worker import Worker
+from streamapp.runner.worker import Worker
 
 
 class Command(BaseCommand):

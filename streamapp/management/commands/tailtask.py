@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from streamapp.exceptions import UnknownTask
 from streamapp.models import Status
-from streamapp.tail import describe, follow, progress_bar, progress_of
+from streamapp.ops.tail import describe, follow, progress_bar, progress_of
 
 
 class Command(BaseCommand):

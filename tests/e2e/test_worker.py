@@ -1,0 +1,158 @@
+"""The worker in this process: claiming, the concurrency limit, wake-ups, hand-off, batch mode."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+
+import pytest
+from channels.layers import get_channel_layer
+
+from demo.models import ExampleTask, FailingTask
+from streamapp import broadcast
+from streamapp.coordinator import coordinator
+from streamapp.runner.worker import Worker
+from tests.testapp.models import BurstTask, StepTask
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+async def start_worker():
+    """``worker, reports = start_worker(**options)``: a Worker running in the background.
+
+    ``worker.running`` is its ``run()``; ``reports`` gets every line it reports.
+    """
+    started: list[Worker] = []
+
+    def start(**options):
+        reports: asyncio.Queue[str] = asyncio.Queue()
+        worker = Worker(report=reports.put_nowait, **options)
+        worker.running = asyncio.create_task(worker.run())
+        started.append(worker)
+        return worker, reports
+
+    yield start
+    for worker in started:
+        worker.stop()
+        await asyncio.wait_for(worker.running, timeout=10)
+
+
+async def next_claim(reports: asyncio.Queue[str]) -> str:
+    while not (line := await asyncio.wait_for(reports.get(), timeout=5)).startswith("claimed "):
+        continue
+    return line.removeprefix("claimed ")
+
+
+async def test_until_idle_runs_every_pending_task_of_every_model_and_nothing_else():
+    pending = [await ExampleTask.objects.acreate(message=str(i), delay=0) for i in range(3)]
+    pending += [await BurstTask.objects.acreate(count=2) for _ in range(2)]
+    failed = await FailingTask.objects.acreate()
+    assert await coordinator.start_task(failed) and await coordinator.wait_task(failed)
+
+    assert await Worker(concurrency=2).run(until_idle=True) == 5
+
+    for task in pending:
+        await task.arefresh_from_db()
+        assert task.status == "completed" and task.attempts == 1
+    await failed.arefresh_from_db()
+    assert failed.status == "failed" and failed.attempts == 1  # only pending tasks are picked
+    assert coordinator.running_keys == []
+
+
+async def test_oldest_pending_tasks_are_claimed_first_up_to_the_concurrency(start_worker):
+    tasks = [await StepTask.objects.acreate(label=str(i)) for i in range(3)]
+    _, reports = start_worker(concurrency=2, poll_seconds=60)
+    assert {await next_claim(reports), await next_claim(reports)} == {
+        tasks[0].task_key, tasks[1].task_key
+    }
+    assert sorted(coordinator.running_keys) == sorted([tasks[0].task_key, tasks[1].task_key])
+    await tasks[2].arefresh_from_db()
+    assert tasks[2].status == "pending"
+
+    await tasks[0].send_signal("step", "stop")  # a slot frees: the worker claims the third
+    assert await next_claim(reports) == tasks[2].task_key
+    for task in tasks[1:]:
+        await task.send_signal("step", "stop")
+        assert await coordinator.wait_task(task, timeout=5)
+    await tasks[0].arefresh_from_db()
+    assert tasks[0].status == "completed"
+
+
+async def test_a_task_handed_off_by_start_task_wakes_the_worker(start_worker, settings):
+    """With RUN_TASKS off start_task only hands over; the wake-up, not the poll, brings it."""
+    settings.STREAMAPP = {**settings.STREAMAPP, "RUN_TASKS": False}
+    _, reports = start_worker(poll_seconds=60)
+    await reports.get()  # ready: joined the workers' group
+    task = await ExampleTask.objects.acreate(message="handed", delay=0)
+
+    assert await coordinator.start_task(task) is True  # handed over, pending
+    assert await next_claim(reports) == task.task_key
+    assert await coordinator.wait_task(task, timeout=5)
+    await task.arefresh_from_db()
+    assert task.status == "completed" and task.attempts == 1
+    assert await coordinator.start_task(task) is False  # completed: nothing to hand over
+
+
+async def test_hand_off_makes_a_failed_task_pending_again_and_tells_subscribers(settings):
+    settings.STREAMAPP = {**settings.STREAMAPP, "RUN_TASKS": False}
+    task = await FailingTask.objects.acreate(fail_at=1)
+    assert await coordinator.run_pending(task)  # a worker path runs it whatever RUN_TASKS says
+    await coordinator.wait_task(task)
+    layer = get_channel_layer()
+    subscriber, waker = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add(broadcast.task_group(task.task_key), subscriber)
+    await layer.group_add(broadcast.WORKERS_GROUP, waker)
+
+    assert await coordinator.start_task(task) is True
+    await task.arefresh_from_db()
+    assert task.status == "pending" and task.error is None and task.completed_at is None
+    message = await asyncio.wait_for(layer.receive(subscriber), timeout=5)
+    assert message["type"] == "stream.state" and json.loads(message["frame"])["status"] == "pending"
+    assert (await asyncio.wait_for(layer.receive(waker), timeout=5))["type"] == "workers.wake"
+    assert not coordinator.is_task_running(task)
+    assert await coordinator.start_task(task) is True  # still pending: still waiting
+
+
+async def test_run_pending_claims_only_pending_tasks():
+    task = await FailingTask.objects.acreate(fail_at=1)
+    assert await coordinator.start_task(task)
+    await coordinator.wait_task(task)
+    assert await coordinator.run_pending(task) is False  # failed: start_task may, a worker not
+    await task.arefresh_from_db()
+    assert task.status == "failed" and task.attempts == 1
+
+
+async def test_stop_ends_running_tasks_within_the_shutdown_timeout(start_worker, settings):
+    settings.STREAMAPP = {**settings.STREAMAPP, "SHUTDOWN_TIMEOUT": 0.1}
+    task = await StepTask.objects.acreate()
+    worker, reports = start_worker(poll_seconds=60)
+    assert await next_claim(reports) == task.task_key
+    worker.stop()
+    assert await asyncio.wait_for(worker.running, timeout=5) == 1
+    await task.arefresh_from_db()
+    assert task.status == "cancelled" and task.error["type"] == "WorkerShutdown"
+    assert task.lease_owner == ""
+
+
+async def test_polling_finds_a_task_nobody_announced(start_worker):
+    """The fallback: a task created with no wake-up is found at the next poll."""
+    _, reports = start_worker(poll_seconds=0.2)
+    await reports.get()  # ready, and idle
+    task = await ExampleTask.objects.acreate(message="unannounced", delay=0)
+    assert await next_claim(reports) == task.task_key
+
+
+async def test_sigterm_stops_the_worker_gracefully(start_worker):
+    worker, reports = start_worker(poll_seconds=60)
+    await reports.get()
+    loop = asyncio.get_running_loop()
+    assert worker.install_signal_handlers()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(worker.running, timeout=5) == 0
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

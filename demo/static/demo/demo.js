@@ -248,14 +248,17 @@ async function restore() {
   const wanted = [...keys].filter((key) => !dismissed.has(key) && !cards.has(key));
   if (wanted.length === 0) return;
   const query = new URLSearchParams(wanted.map((key) => ["key", key]));
-  const response = await fetch(`${document.getElementById("tasks").dataset.describe}?${query}`, {
-    headers: { Accept: "application/json" }, credentials: "same-origin",
-  });
-  if (!response.ok) {
-    showStartError({ message: `Could not restore your tasks: HTTP ${response.status}` });
+  let described;
+  try {
+    const response = await fetch(`${document.getElementById("tasks").dataset.describe}?${query}`, {
+      headers: { Accept: "application/json" }, credentials: "same-origin",
+    });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    described = (await response.json()).tasks;
+  } catch (error) {
+    showStartError({ message: `Could not restore your tasks: ${error.message}` });
     return;
   }
-  const described = (await response.json()).tasks;
   for (const task of described) watch(task);
   // Keys that are no demo task any more (deleted, say) are not watched again.
   const found = new Set(described.map((task) => task.key));

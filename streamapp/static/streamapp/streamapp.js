@@ -296,6 +296,7 @@ export class StreamClient extends EventTarget {
     clearTimeout(this.#retryTimer);
     this.#stopWatching();
     this.#persistNow();
+    globalThis.removeEventListener?.("pagehide", this.#onPageHide);
     this.#setState(ConnectionState.CLOSED);
     const socket = this.#socket;
     this.#socket = null;
@@ -500,8 +501,10 @@ export class StreamClient extends EventTarget {
     this.#persisted = Object.freeze(
       [...this.#unclaimed].map(([key, lastSeq]) => Object.freeze({ key, lastSeq })));
     // A page being left (reload, navigation) writes what it delivered last.
-    globalThis.addEventListener?.("pagehide", () => this.#persistNow());
+    globalThis.addEventListener?.("pagehide", this.#onPageHide);
   }
+
+  #onPageHide = () => this.#persistNow();
 
   #persistSoon() {
     if (this.#storage === null || this.#persistTimer !== undefined) return;

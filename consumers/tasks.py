@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.generic.websocket import AsyncWebsocketConsumer
-
 from streamapp import metrics, protocol
 from streamapp.conf import app_settings
 from streamapp.exceptions import UnknownTask
@@ -104,16 +102,3 @@ class MultiTaskConsumer(TaskSocketConsumer):
                 key,
             )
         await self.subscribe(task, action.since)
-
-
-class NotFoundConsumer(AsyncWebsocketConsumer):
-    """Any other WebSocket path: say so and close 4404, never a server error."""
-
-    channel_layer_alias = None  # nothing to receive: no channel
-
-    async def connect(self) -> None:
-        await self.accept()
-        path = self.scope.get("path", "")[:200]
-        error = protocol.error("not_found", f"no WebSocket endpoint at {path}")
-        await self.send(text_data=protocol.encode(error))
-        await self.close(code=protocol.CLOSE_NOT_FOUND)

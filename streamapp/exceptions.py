@@ -53,5 +53,9 @@ class InvalidToken(StreamAppError):
     """A bearer token was refused; the message says why (expired, bad signature, …)."""
 
 
+class MissingExtra(StreamAppConfigurationError):
+    """A feature was used whose pip extra (streamapp[redis], [postgres], [metrics]) is missing."""
+
+
 class BadQuery(StreamAppError, ValueError):
     """An HTTP query parameter is malformed; the message names it and what was expected."""

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_safe
 
 from . import metrics, protocol
 from .access import allowed, denial
-from .exceptions import BadQuery, UnknownTask
+from .exceptions import BadQuery, StreamAppConfigurationError, UnknownTask
 from .keys import aget_task, canonical_key, stream_task_model
 from .positions import task_state
 from .readiness import readiness_problems
@@ -33,7 +33,10 @@ async def ready(request: HttpRequest) -> HttpResponse:
 
 async def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus exposition; collected in a thread (multiprocess mode reads files)."""
-    body, content_type = await sync_to_async(metrics.exposition, thread_sensitive=False)()
+    try:
+        body, content_type = await sync_to_async(metrics.exposition, thread_sensitive=False)()
+    except StreamAppConfigurationError as exc:  # no streamapp[metrics], or a bad multiprocess dir
+        return HttpResponse(str(exc), content_type="text/plain", status=501)
     return HttpResponse(body, content_type=content_type)
 
 

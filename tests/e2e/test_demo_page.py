@@ -287,11 +287,10 @@ async def test_a_server_shutdown_leaves_connected_within_a_second(page, tmp_path
     """daphne stops while a task runs: the indicator must not say "Connected" past a second,
     counts down to each attempt, and once a server is back the card says why the task ended.
 
-    Depending on daphne, its sockets either go quiet at once (the page's ping goes unanswered)
-    or stream on while running tasks drain (daphne cancels no consumer when one of its
-    connections has no application yet, as a browser's spare connection has), then close; the
-    short drain here keeps that under a second too. A server that closes with 1012/4012 as it
-    begins to stop is quicker still.
+    daphne closes the socket with 4012 as it begins to stop (docs/protocol.md, handover), and
+    the page reconnects at once. Without that close the page would still leave "Connected": a
+    socket that goes quiet fails the page's ping, and one that streams on through the drain (a
+    daphne that cancels no consumer) closes when the drain ends, short here.
     """
     tag = os.environ.get("STREAMAPP_TEST_DB", "test_streamapp")
     database = ProcessDatabase(tmp_path, f"{tag}_shutdown").create()

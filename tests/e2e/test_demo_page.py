@@ -288,9 +288,9 @@ async def test_a_server_shutdown_leaves_connected_within_a_second(page, tmp_path
     counts down to each attempt, and once a server is back the card says why the task ended.
 
     daphne closes the socket with 4012 as it begins to stop (docs/protocol.md, handover), and
-    the page reconnects at once. Without that close the page would still leave "Connected": a
-    socket that goes quiet fails the page's ping, and one that streams on through the drain (a
-    daphne that cancels no consumer) closes when the drain ends, short here.
+    the page reconnects at once. (Without that close the page would still leave "Connected": a
+    socket that goes quiet fails the page's ping, and one that streams on through the drain
+    closes when the drain ends, short here.)
     """
     tag = os.environ.get("STREAMAPP_TEST_DB", "test_streamapp")
     database = ProcessDatabase(tmp_path, f"{tag}_shutdown").create()
@@ -310,6 +310,8 @@ async def test_a_server_shutdown_leaves_connected_within_a_second(page, tmp_path
         left = next(entry for entry in log if entry["at"] >= stopped_at - 50
                     and entry["state"] != "open")
         assert left["at"] - stopped_at < 1000, [(e["at"] - stopped_at, e["text"]) for e in log]
+        # daphne's 4012 (a restart): the page tries again at once, with no backoff.
+        assert left["text"] == "Server restarting: reconnecting now (attempt 1)", log
         await expect(demo.connection).not_to_have_text("Connected")
         await asyncio.to_thread(server.stop, None)  # the shutdown ends the task, then daphne
 

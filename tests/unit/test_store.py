@@ -61,7 +61,8 @@ async def test_sizes_are_the_frame_lengths_of_a_stretch():
                              LoggedEvent(2, "a", "é" * 7, timezone.now()),
                              LoggedEvent(3, "a", "y", timezone.now()),
                              LoggedEvent(4, "a", "zz", timezone.now())])
-    assert await store.sizes(KEY, 0, 4, 10) == [(1, 5), (2, 7), (3, 1), (4, 2)]
+    await store.append(OTHER, [LoggedEvent(5, "a", "other task", timezone.now())])
+    assert await store.sizes(KEY, 0, 9, 10) == [(1, 5), (2, 7), (3, 1), (4, 2)]
     assert await store.sizes(KEY, 1, 3, 10) == [(2, 7), (3, 1)]
     assert await store.sizes(KEY, 0, 4, 2) == [(1, 5), (2, 7)]
 

@@ -11,6 +11,7 @@ import json
 
 import pytest
 from channels.layers import get_channel_layer
+from django.db import OperationalError
 from django.utils import timezone
 
 from streamapp import broadcast, protocol
@@ -72,7 +73,7 @@ async def test_events_are_numbered_on_from_the_last_seq_logged_and_announced(ann
 async def test_an_event_needs_a_name():
     events = EventStream(KEY, 0)
     for name in ("", None, 3):
-        with pytest.raises(ValueError, match="an event name is a non-empty string"):
+        with pytest.raises(ValueError, match="^an event name is a non-empty string$"):
             await events.emit(name, {})
     assert events.seq == 0
 
@@ -88,7 +89,7 @@ async def test_an_event_over_the_size_limit_is_refused_and_takes_no_seq(settings
 
 
 async def test_a_writer_batches_what_queued_up_within_the_batch_size(announced, monkeypatch):
-    monkeypatch.setattr(stream, "BATCH_BYTES", frame_size("x" * 50) * 2 + 1)  # two to a batch
+    monkeypatch.setattr(stream, "BATCH_BYTES", frame_size("x" * 50) * 2)  # exactly two fit
     events = EventStream(KEY, 0)
     for _ in range(5):
         await events.emit("step", "x" * 50)
@@ -116,15 +117,41 @@ async def test_emit_waits_for_the_writer_once_the_buffer_is_full(settings):
     assert events.logged_seq == 3 and await store.current_seq(KEY) == 3
 
 
-async def test_emit_waits_for_the_writer_once_the_buffer_holds_too_many_bytes(monkeypatch):
-    monkeypatch.setattr(stream, "BUFFER_BYTES", frame_size("x" * 100) * 3 - 1)
+@pytest.mark.parametrize("frames_held", [2, 3])
+async def test_emit_waits_for_the_writer_once_the_buffer_holds_its_bytes(monkeypatch, frames_held):
+    """BUFFER_BYTES of queued frame text, to the character, makes emit wait."""
+    size = frame_size("x" * 100)
+    monkeypatch.setattr(stream, "BUFFER_BYTES", size * frames_held)
+    events = EventStream(KEY, 0)
+    for _ in range(frames_held - 1):
+        await events.emit("step", "x" * 100)
+    assert events.logged_seq == 0
+    await events.emit("step", "x" * 100)
+    assert events.logged_seq == frames_held
+
+
+async def test_the_buffer_counts_only_what_is_still_queued(monkeypatch):
+    size = frame_size("x" * 100)
+    monkeypatch.setattr(stream, "BUFFER_BYTES", size * 2 + 1)
     events = EventStream(KEY, 0)
     await events.emit("step", "x" * 100)
-    assert events.logged_seq == 0
     await events.emit("step", "x" * 100)
-    assert events.logged_seq == 0
+    assert events.logged_seq == 0  # 2 frames: one character short of the buffer
+    await events.drain()
     await events.emit("step", "x" * 100)
-    assert events.logged_seq == 3
+    await events.emit("step", "x" * 100)
+    assert events.logged_seq == 2  # the written ones no longer count
+    await events.emit("step", "x" * 100)
+    assert events.logged_seq == 5
+
+
+async def test_an_event_at_the_size_limit_is_taken(settings):
+    size = len(protocol.encode(protocol.event(KEY, 1, "big", "é" * 60, timezone.now())).encode())
+    settings.STREAMAPP = {**settings.STREAMAPP, "MAX_EVENT_BYTES": size}
+    events = EventStream(KEY, 0)
+    assert await events.emit("big", "é" * 60) == 1
+    with pytest.raises(EventTooLarge):
+        await events.emit("big", "é" * 61)
 
 
 async def test_a_failed_write_fails_drain_and_every_later_emit(monkeypatch, caplog):
@@ -183,6 +210,36 @@ async def test_the_log_is_trimmed_to_the_retention_in_steps_of_a_tenth():
     assert await store.oldest_seq(KEY) == 21
 
 
+async def test_the_trim_step_is_a_whole_tenth_of_the_retention():
+    events = EventStream(KEY, 0, retention=105)  # a step of 10 events, not 10.5
+    for n in range(114):
+        await events.emit("step", n)
+    await events.drain()
+    assert await store.oldest_seq(KEY) == 1
+    await events.emit("step", 114)
+    await events.drain()
+    assert await store.oldest_seq(KEY) == 11
+
+
+async def test_a_transient_database_error_is_retried_and_named_in_the_log(monkeypatch, caplog):
+    real_append, failures = store.append, []
+
+    async def flaky(key, batch):
+        if not failures:
+            failures.append(key)
+            raise OperationalError("database restarting")
+        await real_append(key, batch)
+
+    monkeypatch.setattr(store, "append", flaky)
+    events = EventStream(KEY, 0)
+    await events.emit("step", 1)
+    await events.drain()
+    assert await store.current_seq(KEY) == 1
+    (record,) = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert "what=event log key=app.model.1 attempt=1" in record.getMessage()
+    assert record.task_key == KEY
+
+
 async def test_a_small_retention_trims_every_batch():
     events = EventStream(KEY, 0, retention=3)
     for n in range(4):
@@ -205,5 +262,7 @@ async def test_emit_once_goes_on_from_the_log_and_is_logged_when_it_returns(anno
     await events.emit("step", 1)
     await events.drain()
     assert await emit_once(KEY, "note", {"by": "admin"}) == 2
-    assert await store.current_seq(KEY) == 2
+    (seq, frame), = await store.since(KEY, 1)
+    assert seq == 2 and json.loads(frame)["event"] == "note"
+    assert json.loads(frame)["data"] == {"by": "admin"}
     assert [seqs(m) for m in await announced(2)] == [[1], [2]]

@@ -63,6 +63,17 @@ class Announcements:
         return shapes
 
 
+class Control(ControlChannel):
+    """The control channel, recording the memberships a run renews."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda message: None)
+        self.joins: list[str] = []
+
+    async def join(self, key: str) -> None:
+        self.joins.append(key)
+
+
 async def claimed(model=StepTask, timeout=None, process=None, on_failure=None, **fields):
     """A claimed task and its Run; ``timeout``, ``process``, ``on_failure`` override the model's."""
     task = await model.objects.acreate(**fields)
@@ -72,13 +83,22 @@ async def claimed(model=StepTask, timeout=None, process=None, on_failure=None, *
     assert await leases.claim(task, OWNER, 30.0)
     heard = Announcements(task.task_key)
     await heard.listen()
-    return task, Run(task, OWNER, ControlChannel(lambda message: None)), heard
+    return task, Run(task, OWNER, Control()), heard
+
+
+async def until(condition, timeout=5.0):
+    """Let the loop run until ``condition()`` holds (each turn is a step of the run)."""
+
+    async def turns():
+        while not condition():
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(turns(), timeout)
 
 
 async def started(run):
     run.job = asyncio.create_task(run.execute())
-    while run.work is None:  # process() is created once the stream is open
-        await asyncio.sleep(0)
+    await until(lambda: run.work is not None)  # process() is created once the stream is open
     return run.job
 
 
@@ -113,8 +133,7 @@ async def test_a_run_goes_on_from_the_seq_the_log_has():
     task, run, heard = await claimed()
     job = await started(run)
     run.context.deliver_signal("step", "go")
-    while run.stream.seq < 1:
-        await asyncio.sleep(0)
+    await until(lambda: run.stream.seq >= 1)
     run.stop("cancel")
     await asyncio.wait_for(job, timeout=5)
     assert await leases.claim(task, "host:2:other", 30.0)  # started again, elsewhere
@@ -169,8 +188,7 @@ async def test_cancel_ends_the_run_cancelled_with_no_error():
     task, run, heard = await claimed()
     job = await started(run)
     run.context.deliver_signal("step", "go")
-    while run.stream.seq < 1:
-        await asyncio.sleep(0)
+    await until(lambda: run.stream.seq >= 1)
     run.stop("cancel")
     run.stop("shutdown")  # the first reason counts
     await asyncio.wait_for(job, timeout=5)
@@ -240,3 +258,75 @@ async def test_a_failed_task_gets_its_on_failure_hook():
 
 async def test_error_of_names_the_exception_and_its_message():
     assert error_of(ValueError("bad")) == {"type": "ValueError", "message": "bad"}
+
+
+# -- the heartbeat ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def beating(settings, monkeypatch):
+    """Heartbeats every 10 ms; ``renewals`` tells each one, ``fail`` makes renewals raise."""
+    settings.STREAMAPP = {**settings.STREAMAPP, "HEARTBEAT_SECONDS": 0.01, "LEASE_SECONDS": 30.0}
+    real_renew = leases.renew
+    state = {"renewals": asyncio.Queue(), "fail": False}
+
+    async def renew(task, owner, lease_seconds):
+        if state["fail"]:
+            state["renewals"].put_nowait("failed")
+            raise RuntimeError("database away")
+        held = await real_renew(task, owner, lease_seconds)
+        state["renewals"].put_nowait((held, lease_seconds))
+        return held
+
+    monkeypatch.setattr(leases, "renew", renew)
+    return state
+
+
+async def test_the_heartbeat_renews_the_lease_for_lease_seconds(beating):
+    task, run, heard = await claimed()
+    await StepTask.objects.filter(pk=task.pk).aupdate(lease_expires_at=task.started_at)
+    job = await started(run)
+    assert await asyncio.wait_for(beating["renewals"].get(), timeout=5) == (True, 30.0)
+    await until(lambda: run.control.joins)  # after a renewal, the control membership too
+    assert run.control.joins[0] == task.task_key
+    seen = await row(task)
+    assert (seen.lease_expires_at - seen.started_at).total_seconds() > 25
+    run.context.deliver_signal("step", "stop")
+    await asyncio.wait_for(job, timeout=5)
+    assert (await row(task)).status == Status.COMPLETED
+
+
+async def test_a_lease_taken_by_another_worker_stops_the_run_and_it_records_nothing(beating):
+    task, run, heard = await claimed()
+    job = await started(run)
+    await StepTask.objects.filter(pk=task.pk).aupdate(lease_owner="host:9:sweeper-retried")
+    await asyncio.wait_for(job, timeout=5)
+    assert run.stop_reason == LEASE_LOST
+    seen = await row(task)
+    assert (seen.status, seen.lease_owner) == (Status.RUNNING, "host:9:sweeper-retried")
+    assert await heard.shape() == [("state", "running", 0)]
+
+
+async def test_failed_heartbeats_stop_the_run_once_the_lease_may_have_run_out(
+    beating, settings, caplog
+):
+    settings.STREAMAPP = {**settings.STREAMAPP, "LEASE_SECONDS": 0.05}
+    beating["fail"] = True
+    task, run, heard = await claimed()
+    job = await started(run)
+    await asyncio.wait_for(job, timeout=5)
+    assert run.stop_reason == LEASE_LOST and (await row(task)).status == Status.RUNNING
+    assert f"heartbeat failed key={task.task_key}" in caplog.text
+    assert beating["renewals"].qsize() >= 2  # it went on trying while the lease still held
+
+
+async def test_a_failed_heartbeat_within_the_lease_lets_the_run_go_on(beating):
+    beating["fail"] = True
+    task, run, heard = await claimed()
+    job = await started(run)
+    assert await asyncio.wait_for(beating["renewals"].get(), timeout=5) == "failed"
+    beating["fail"] = False
+    assert await asyncio.wait_for(beating["renewals"].get(), timeout=5) in ("failed", (True, 30.0))
+    run.context.deliver_signal("step", "stop")
+    await asyncio.wait_for(job, timeout=5)
+    assert run.stop_reason is None and (await row(task)).status == Status.COMPLETED

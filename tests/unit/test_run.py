@@ -211,7 +211,9 @@ async def test_shutdown_puts_a_task_with_attempts_left_back_to_pending_and_wakes
     await asyncio.wait_for(job, timeout=5)
     seen = await row(task)
     assert (seen.status, seen.error, seen.completed_at) == (Status.PENDING, SHUTDOWN_ERROR, None)
-    assert (await heard.shape())[-2:] == [("state", "pending", 0), ("workers.wake",)]
+    last_state, wake = (await heard.shape())[-2:]
+    assert last_state[:2] == ("state", "pending") and wake == ("workers.wake",)
+    assert last_state[2] == seen.last_seq  # whatever it had sent before the shutdown
 
 
 async def test_shutdown_cancels_a_task_on_its_last_attempt():

@@ -7,16 +7,18 @@ never by sleeps (scripts/mutation runs these).
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from channels.layers import get_channel_layer
+from django.db import OperationalError
 
 from streamapp import broadcast
 from streamapp.eventlog import store
 from streamapp.models import Status
 from streamapp.runner import leases
 from streamapp.runner.control import ControlChannel
-from streamapp.runner.run import LEASE_LOST, SHUTDOWN_ERROR, Run, error_of
+from streamapp.runner.run import LEASE_LOST, SHUTDOWN_ERROR, Outcome, Run, error_of
 from tests.runnerapp.models import RetryTask
 from tests.testapp.models import ErrorTask, StepTask
 
@@ -156,6 +158,9 @@ async def test_a_failure_is_recorded_with_its_error_and_announced():
     assert seen.status == Status.FAILED and seen.last_seq == 1
     assert seen.error == {"type": "ValueError", "message": "failure on purpose"}
     assert (await heard.shape())[-1] == ("state", "failed", 1)
+    assert '"error":{"type":"ValueError","message":"failure on purpose"}' in heard.messages[-1][
+        "frame"
+    ]
 
 
 async def test_a_timeout_fails_the_task_with_timeout_error():
@@ -226,11 +231,13 @@ async def test_shutdown_cancels_a_task_on_its_last_attempt():
     assert ("workers.wake",) not in await heard.shape()
 
 
-async def test_a_run_that_lost_its_lease_records_and_announces_nothing():
+async def test_a_run_that_lost_its_lease_records_and_announces_nothing(caplog):
     task, run, heard = await claimed()
     job = await started(run)
     run.stop(LEASE_LOST)
     await asyncio.wait_for(job, timeout=5)
+    assert f"lease lost, task abandoned key={task.task_key}" in caplog.text
+    assert "bookkeeping failed" not in caplog.text
     seen = await row(task)
     assert (seen.status, seen.lease_owner, seen.revision) == (Status.RUNNING, OWNER, 1)
     assert await heard.shape() == [("state", "running", 0)]
@@ -329,6 +336,152 @@ async def test_a_failed_heartbeat_within_the_lease_lets_the_run_go_on(beating):
     assert await asyncio.wait_for(beating["renewals"].get(), timeout=5) == "failed"
     beating["fail"] = False
     assert await asyncio.wait_for(beating["renewals"].get(), timeout=5) in ("failed", (True, 30.0))
+    run.context.deliver_signal("step", "stop")
+    await asyncio.wait_for(job, timeout=5)
+    assert run.stop_reason is None and (await row(task)).status == Status.COMPLETED
+
+
+
+# -- what goes wrong around process() --------------------------------------------------------
+
+
+@pytest.fixture
+def failing_writes(monkeypatch):
+    """``fail("append")`` makes the event log's appends raise, for good."""
+    real_append = store.append
+
+    def fail(what):
+        async def broken(key, batch):
+            raise RuntimeError("disk full")
+
+        monkeypatch.setattr(store, what, broken)
+
+    yield fail
+    monkeypatch.setattr(store, "append", real_append)
+
+
+async def test_events_that_could_not_be_logged_fail_a_completed_run(failing_writes):
+    task, run, heard = await claimed()
+    job = await started(run)
+    failing_writes("append")
+    run.context.deliver_signal("step", "go")
+    run.context.deliver_signal("step", "stop")
+    await asyncio.wait_for(job, timeout=5)
+    seen = await row(task)
+    assert (seen.status, seen.error) == (
+        Status.FAILED, {"type": "RuntimeError", "message": "disk full"},
+    )
+
+
+async def test_a_failed_run_keeps_its_own_error_when_its_events_could_not_be_logged_either(
+    failing_writes,
+):
+    task, run, heard = await claimed()
+    job = await started(run)
+    failing_writes("append")
+    run.context.deliver_signal("step", "go")
+    run.context.deliver_signal("step", "raise")
+    await asyncio.wait_for(job, timeout=5)
+    assert (await row(task)).error == {"type": "ValueError", "message": "asked to fail"}
+
+
+async def test_a_run_keeps_the_task_own_event_retention():
+    task, run, heard = await claimed()
+    task.event_retention = 2
+    job = await started(run)
+    for _ in range(4):
+        run.context.deliver_signal("step", "go")
+    run.context.deliver_signal("step", "stop")
+    await asyncio.wait_for(job, timeout=5)
+    assert await store.oldest_seq(task.task_key) >= 3
+
+
+async def test_a_run_whose_bookkeeping_fails_ends_quietly_for_the_sweeper(monkeypatch, caplog):
+    async def broken(key):
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(store, "current_seq", broken)
+    task, run, heard = await claimed()
+    await asyncio.wait_for(run.execute(), timeout=5)
+    assert run.work is None and (await row(task)).status == Status.RUNNING
+    assert f"task bookkeeping failed key={task.task_key}" in caplog.text
+
+
+async def test_an_outcome_recorded_before_the_stream_opened_keeps_the_task_last_seq():
+    """The coordinator records a run stuck before it read the log (shutdown)."""
+    task, run, heard = await claimed()
+    await StepTask.objects.filter(pk=task.pk).aupdate(last_seq=3)
+    task.last_seq = 3
+    await run.record(Outcome(Status.CANCELLED, error=SHUTDOWN_ERROR))
+    seen = await row(task)
+    assert (seen.status, seen.last_seq, seen.error) == (Status.CANCELLED, 3, SHUTDOWN_ERROR)
+    assert task.error == SHUTDOWN_ERROR
+
+
+async def test_a_new_run_has_nothing_under_way():
+    task, run, heard = await claimed()
+    assert (run.stream, run.job, run.work, run.stop_reason) == (None, None, None, None)
+    assert run.key == task.task_key and run.owner == OWNER
+
+
+async def test_transient_database_errors_are_retried_and_named(monkeypatch, caplog):
+    real_current_seq, real_finish, failed = store.current_seq, leases.finish, set()
+
+    async def current_seq(key):
+        if "position" not in failed:
+            failed.add("position")
+            raise OperationalError("restarting")
+        return await real_current_seq(key)
+
+    async def finish(*args, **kwargs):
+        if "finish" not in failed:
+            failed.add("finish")
+            raise OperationalError("restarting")
+        return await real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(store, "current_seq", current_seq)
+    monkeypatch.setattr(leases, "finish", finish)
+    task, run, heard = await claimed()
+    job = await started(run)
+    run.context.deliver_signal("step", "stop")
+    await asyncio.wait_for(job, timeout=5)
+    assert (await row(task)).status == Status.COMPLETED
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert [m.split(" attempt")[0] for m in retries] == [
+        "database error, retrying what=event log position key=None",
+        f"database error, retrying what=final status key={task.task_key}",
+    ]
+
+
+async def test_a_heartbeat_retries_a_transient_error_twice_before_it_counts_as_failed(
+    beating, monkeypatch, caplog
+):
+    async def renew(task, owner, lease_seconds):
+        beating["renewals"].put_nowait("error")
+        raise OperationalError("restarting")
+
+    monkeypatch.setattr(leases, "renew", renew)
+    task, run, heard = await claimed()
+    with caplog.at_level(logging.WARNING, logger="streamapp.runner"):
+        job = await started(run)
+        await until(lambda: "heartbeat failed" in caplog.text)
+        run.context.deliver_signal("step", "stop")
+        await asyncio.wait_for(job, timeout=5)
+    messages = [r.getMessage() for r in caplog.records]
+    first_failure = next(i for i, m in enumerate(messages) if "heartbeat failed" in m)
+    assert [m.split(" attempt")[0] for m in messages[:first_failure]] == [
+        "database error, retrying what=heartbeat key=None",
+    ] * 2
+
+
+async def test_after_a_renewal_the_lease_holds_for_lease_seconds_more(beating):
+    task, run, heard = await claimed()
+    job = await started(run)
+    assert await asyncio.wait_for(beating["renewals"].get(), timeout=5) == (True, 30.0)
+    beating["fail"] = True  # the database goes away, well within the renewed lease
+    for _ in range(2):
+        assert await asyncio.wait_for(beating["renewals"].get(), timeout=5) == "failed"
+    beating["fail"] = False
     run.context.deliver_signal("step", "stop")
     await asyncio.wait_for(job, timeout=5)
     assert run.stop_reason is None and (await row(task)).status == Status.COMPLETED

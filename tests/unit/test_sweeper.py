@@ -105,18 +105,23 @@ async def test_every_expired_task_of_every_model_is_swept_once():
     assert await sweeper.sweep() == 0
 
 
-async def test_a_task_another_sweeper_ended_first_is_not_counted(monkeypatch):
-    await abandoned()
+async def test_a_task_another_sweeper_ended_first_is_not_counted_and_the_rest_are_swept(
+    monkeypatch,
+):
+    raced = await abandoned()
+    other = await abandoned()
     real_expire = leases.expire
 
-    async def beaten(task, **kwargs):
-        await real_expire(task, **kwargs)  # the other sweeper
-        return await real_expire(task, **kwargs)  # this one: too late
+    async def expire(task, **kwargs):
+        if task.pk == raced.pk:
+            await real_expire(task, **kwargs)  # the other sweeper, just before this one
+        return await real_expire(task, **kwargs)
 
-    monkeypatch.setattr(leases, "expire", beaten)
-    heard = await listening(broadcast.WORKERS_GROUP)
-    assert await sweeper.sweep() == 0
-    assert await heard() == []
+    monkeypatch.setattr(leases, "expire", expire)
+    heard = await listening(broadcast.task_group(raced.task_key))
+    assert await sweeper.sweep() == 1
+    assert (await StepTask.objects.aget(pk=other.pk)).status == Status.FAILED
+    assert await heard() == []  # the one that won announced it, not this sweeper
 
 
 async def test_sweeping_goes_on_after_a_failed_sweep(monkeypatch, settings, caplog):

@@ -133,16 +133,22 @@ async def test_a_refusal_that_gets_no_connect_sends_nothing():
 
 async def test_the_middleware_refuses_sockets_over_the_rate_only(clock):
     let_in = []
+    peer = Peer()
 
     async def inner(scope, receive, send):
-        let_in.append(scope["type"])
+        assert (receive, send) == (peer.receive, peer.send)  # the socket's own, passed on
+        let_in.append((scope["type"], (scope.get("client") or [None])[0]))
 
     middleware = ConnectionRateLimitMiddleware(inner)
-    socket = {"type": "websocket", "client": ["10.0.0.1", 1]}
     for _ in range(3):
         peer = Peer()
-        await middleware(socket, peer.receive, peer.send)
-    assert let_in == ["websocket", "websocket"] and peer.sent[-1]["code"] == 4429
-    await middleware({"type": "http", "client": ["10.0.0.1", 1]}, Peer().receive, Peer().send)
-    await middleware({"type": "websocket", "client": None}, Peer().receive, Peer().send)
-    assert let_in == ["websocket", "websocket", "http", "websocket"]
+        await middleware({"type": "websocket", "client": ["10.0.0.1", 1]}, peer.receive,
+                         peer.send)
+    assert let_in == [("websocket", "10.0.0.1")] * 2 and peer.sent[-1]["code"] == 4429
+    peer = Peer()
+    await middleware({"type": "websocket", "client": ["10.0.0.2", 1]}, peer.receive, peer.send)
+    peer = Peer()
+    await middleware({"type": "http", "client": ["10.0.0.1", 1]}, peer.receive, peer.send)
+    peer = Peer()
+    await middleware({"type": "websocket", "client": None}, peer.receive, peer.send)
+    assert let_in[2:] == [("websocket", "10.0.0.2"), ("http", "10.0.0.1"), ("websocket", None)]

@@ -36,6 +36,23 @@ class Transport:
         self.dataBuffer = b""
 
 
+class SlowTransport(Transport):
+    """Its buffer empties only after ``reads`` looks at it: the waiter must poll."""
+
+    def __init__(self, reads: int) -> None:
+        super().__init__()
+        self.reads = reads
+
+    @property
+    def dataBuffer(self):  # noqa: N802 - Twisted's name
+        self.reads -= 1
+        return b"x" * 10 if self.reads >= 0 else b""
+
+    @dataBuffer.setter
+    def dataBuffer(self, value):  # noqa: N802
+        pass
+
+
 class Protocol:
     STATE_OPEN, STATE_CLOSING = 3, 2
 
@@ -129,6 +146,24 @@ async def test_drained_waits_until_the_client_has_everything(outlet, transport):
     assert not await outlet.drained(timeout=0)
     asyncio.get_running_loop().call_soon(transport.empty)
     assert await asyncio.wait_for(outlet.drained(timeout=5), timeout=5)
+
+
+async def test_drained_polls_until_the_last_byte_is_taken(protocol):
+    async def send(message):
+        pass
+
+    outlet = SocketOutlet(send, TransportBacklog(SlowTransport(reads=2), send, protocol), LIMIT)
+    assert await asyncio.wait_for(outlet.drained(timeout=5), timeout=5)
+
+
+async def test_one_byte_unsent_is_not_drained(outlet, transport):
+    transport.hold(1)
+    assert not await outlet.drained(timeout=0)
+
+
+def test_a_socket_congested_from_the_start_counts_from_then(outlet, transport):
+    transport.hold(LIMIT + 1)
+    assert 0.0 <= outlet.congested_for() < 1.0
 
 
 async def test_drained_is_true_once_the_socket_is_gone(outlet, transport):

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import uuid
 
 import pytest
 from django.core.cache import caches
@@ -45,6 +48,46 @@ def test_hits_are_counted_per_name_in_fixed_windows(clock):
     clock.now += 59.9
     assert count_hit("a", 60.0) == 4
     clock.now += 0.1  # the next window
+    assert count_hit("a", 60.0) == 1
+
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def redis_reachable() -> bool:
+    host, _, port = REDIS_URL.split("//", 1)[1].split("/", 1)[0].partition(":")
+    try:
+        socket.create_connection((host, int(port or 6379)), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def redis_limits(clock, settings):
+    """The limiter's cache on Redis (its one-round-trip pipeline), under a prefix of its own."""
+    if not redis_reachable():
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    prefix = f"handshake-test-{uuid.uuid4().hex}"
+    settings.CACHES = {"limits": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                  "LOCATION": REDIS_URL, "KEY_PREFIX": prefix}}
+    cache = caches["limits"]
+    yield cache
+    # Only this test's keys: RedisCache.clear() would flush the whole database, shared with
+    # whatever else uses this Redis.
+    client = cache._cache.get_client(write=True)
+    for key in client.scan_iter(match=f"{prefix}:*"):
+        client.delete(key)
+
+
+def test_on_redis_hits_are_counted_in_fixed_windows_that_expire(redis_limits, clock):
+    assert [count_hit("a", 60.0) for _ in range(3)] == [1, 2, 3]
+    assert count_hit("b", 60.0) == 1
+    raw = redis_limits.make_and_validate_key("streamapp:rl:a:100")
+    client = redis_limits._cache.get_client(raw)
+    assert int(client.get(raw)) == 3 and 0 < client.ttl(raw) <= 61
+    assert redis_limits.get("streamapp:rl:a:100") == 3  # Django's API reads the same count
+    clock.now += 60.0
     assert count_hit("a", 60.0) == 1
 
 

@@ -2,19 +2,26 @@
 
 Events are stored as the exact frame text sent live, so a replay is byte-identical to the live
 stream and costs no re-encoding.
+
+A run's appends are fenced: ``append`` takes the run's lease as a queryset that matches the task
+row only while that lease holds (runner/leases.py builds it), locks the row through it and
+inserts in the same transaction, or raises ``LeaseLost`` and inserts nothing. The sweeper locks
+the row the same way before it reads the log's top and ends the task, so an append is either
+wholly before an expiry (and counted in the task's ``last_seq``) or refused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from asgiref.sync import sync_to_async
 from django.db import connections, router, transaction
 from django.db.models import Max, Min
 from django.db.models.functions import Length
 
+from ..exceptions import LeaseLost
 from .models import TaskEvent
 
 _COLUMNS = ("task_key", "seq", "name", "frame", "created_at")
@@ -27,16 +34,33 @@ class LoggedEvent(NamedTuple):
     created_at: datetime
 
 
-async def append(key: str, events: Sequence[LoggedEvent]) -> None:
+# A queryset of the task row that matches only while a run's lease holds (runner/leases.py).
+Fence = Any
+
+
+async def append(key: str, events: Sequence[LoggedEvent], fence: Fence | None = None) -> None:
     """Store a batch of one task's events in one transaction.
+
+    ``fence``: the run's lease. The batch is written only if the fence still matches the task
+    row, checked (and the row locked) in the same transaction; otherwise ``LeaseLost``.
 
     This is on the hot path of every event, so it skips the model layer: a prepared INSERT run
     for every row costs a fraction of ``bulk_create`` (bench/eventlog_cost.py).
     """
-    await sync_to_async(_insert)(key, events)
+    await sync_to_async(_insert)(key, events, fence)
 
 
-def _insert(key: str, events: Sequence[LoggedEvent]) -> None:
+def holds(fence: Fence, using: str) -> bool:
+    """Does the fence still match its row? Locks the row until the transaction ends (where the
+    database has row locks; SQLite's write transactions exclude each other whole)."""
+    features = connections[using].features
+    rows = fence.using(using)
+    if features.has_select_for_update:
+        rows = rows.select_for_update(no_key=features.has_select_for_no_key_update)
+    return rows.exists()
+
+
+def _insert(key: str, events: Sequence[LoggedEvent], fence: Fence | None = None) -> None:
     connection = connections[router.db_for_write(TaskEvent)]
     ops = connection.ops
     fields = [TaskEvent._meta.get_field(name) for name in _COLUMNS]
@@ -49,8 +73,11 @@ def _insert(key: str, events: Sequence[LoggedEvent]) -> None:
         (key, e.seq, e.name, e.frame, ops.adapt_datetimefield_value(e.created_at))
         for e in events
     ]
-    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+    with transaction.atomic(using=connection.alias):
+        if fence is not None and not holds(fence, connection.alias):
+            raise LeaseLost(f"{key}: the run's lease is gone; {len(rows)} events not logged")
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
 
 
 async def since(
@@ -90,6 +117,12 @@ async def latest(key: str) -> tuple[int, str] | None:
 
 async def current_seq(key: str) -> int:
     result = await TaskEvent.objects.filter(task_key=key).aaggregate(top=Max("seq"))
+    return result["top"] or 0
+
+
+def last_logged_seq(key: str) -> int:
+    """``current_seq`` for code already in a transaction (the sweeper, under its row lock)."""
+    result = TaskEvent.objects.filter(task_key=key).aggregate(top=Max("seq"))
     return result["top"] or 0
 
 

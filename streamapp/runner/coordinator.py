@@ -156,17 +156,16 @@ class Coordinator:
         if key in self._runs:
             return False
         run = self._runs[key] = Run(task, self.owner, self._control)
-        won = False
         try:
             # Join before claiming: a cancel or signal sent as soon as another process sees the
             # task running must find us; the listener keeps it on this reserved run.
             await self._control.join(key)
-            won = await leases.claim(task, self.owner, app_settings.LEASE_SECONDS, statuses)
+            run.lease = await leases.claim(task, self.owner, app_settings.LEASE_SECONDS, statuses)
         finally:
-            if not won:
+            if run.lease is None:
                 del self._runs[key]
                 await self._control.leave(key)
-        if not won:
+        if run.lease is None:
             return False
         metrics.task_started(key)
         # A fresh context: the run outlives its caller, e.g. an admin request whose thread

@@ -18,6 +18,7 @@ from streamapp.access import allowed, denial
 from streamapp.conf import app_settings
 from streamapp.coordinator import coordinator
 from streamapp.models import Status, StreamTask
+from streamapp.positions import Position
 
 from .hub import HubFeed
 from .limits import SocketLimits
@@ -180,6 +181,13 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         subscription = self.subscriptions.get(message["task"])
         if subscription is not None:
             await subscription.on_state(message)
+            await self.progressed(subscription)
+
+    async def recheck(self, key: str, position: Position) -> None:
+        """The layer was away and is back: repair ``key``'s subscription if it missed news."""
+        subscription = self.subscriptions.get(key)
+        if subscription is not None and subscription.missed(position):
+            await subscription.converge(position)
             await self.progressed(subscription)
 
     async def progressed(self, subscription: Subscription) -> None:

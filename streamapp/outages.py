@@ -39,6 +39,11 @@ class Outage:
         self.failed_by_kind: Counter[str] = Counter()
         self._returned: list[Callable[[], None]] = []
 
+    def reset(self) -> None:
+        """Forget any outage (tests: one test's outage is not the next one's)."""
+        self.since, self.ended_at = None, float("-inf")
+        self.failed_by_kind.clear()
+
     @property
     def down(self) -> bool:
         return self.since is not None
@@ -84,3 +89,9 @@ class Outage:
 
 database = Outage("database")
 channel_layer = Outage("channel layer")
+
+
+def reset() -> None:
+    """Forget every outage (tests)."""
+    for outage in (database, channel_layer):
+        outage.reset()

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from streamapp import protocol
@@ -140,9 +141,10 @@ async def test_the_sweeper_counts_what_was_logged_in_last_seq():
 
 
 @pytest.mark.skipif(not USING_POSTGRES, reason="row locks: PostgreSQL")
-async def test_an_append_under_way_holds_the_sweeper_off_until_it_commits():
-    """An append locks the task row; a sweep meanwhile skips the row (its owner may be frozen
-    mid-transaction), and the next sweep counts the committed events in last_seq."""
+async def test_a_write_under_way_holds_the_sweeper_off_until_it_commits():
+    """An append locks the task row while its statement runs; a sweep meanwhile skips the row
+    instead of waiting, and the next sweep counts the committed events in last_seq. Here the
+    append is slowed down inside a transaction that took the same lock."""
     task = await StepTask.objects.acreate()
     lease = await leases.claim(task, OWNER, lease_seconds=-1)
     locked, release = threading.Event(), threading.Event()
@@ -150,10 +152,10 @@ async def test_an_append_under_way_holds_the_sweeper_off_until_it_commits():
     def append_slowly() -> None:
         try:
             with transaction.atomic():
-                assert store.holds(lease.rows(), connection.alias)
+                assert lease.rows().select_for_update(no_key=True).exists()
                 locked.set()
                 release.wait(10)
-                store._insert(task.task_key, events(task.task_key, 1, 4))
+                store._insert(task.task_key, events(task.task_key, 1, 4), fence=lease.rows())
         finally:
             connections.close_all()
 
@@ -167,3 +169,67 @@ async def test_an_append_under_way_holds_the_sweeper_off_until_it_commits():
         await asyncio.to_thread(writer.join, 10)
     assert await leases.expire(task, error=WORKER_LOST_ERROR) == leases.Expired(False, 4)
     await assert_refused(lease, task.task_key, 5)
+
+
+def wait_until_blocked(statement_start: str, timeout: float = 10) -> None:
+    """Until a backend runs a statement starting so and waits for a lock (its own connection:
+    the ORM's thread is the one blocked)."""
+    import psycopg
+
+    params = connections["default"].get_connection_params()
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(**params, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE %s", [statement_start + "%"]
+            ).fetchone():
+                return
+            time.sleep(0.01)  # pg_stat_activity has no notification to wait on
+    raise TimeoutError(f"no {statement_start!r} waiting for a lock")
+
+
+@pytest.mark.skipif(not USING_POSTGRES, reason="row locks: PostgreSQL")
+async def test_an_append_that_waited_for_a_sweeper_is_refused_once_the_task_ended():
+    """The append's fence locks the row in the INSERT itself: it waits for the sweeper's
+    transaction, then checks the row as the sweeper left it, and writes nothing."""
+    task = await StepTask.objects.acreate()
+    lease = await leases.claim(task, OWNER, lease_seconds=-1)
+    locked, release = threading.Event(), threading.Event()
+
+    def sweep_slowly() -> None:
+        try:
+            with transaction.atomic():
+                assert StepTask.objects.filter(pk=task.pk).select_for_update().exists()
+                locked.set()
+                release.wait(10)
+                StepTask.objects.filter(pk=task.pk).update(status="failed", lease_owner="")
+        finally:
+            connections.close_all()
+
+    sweeper = threading.Thread(target=sweep_slowly)
+    sweeper.start()
+    try:
+        assert await asyncio.to_thread(locked.wait, 10)
+        append = asyncio.ensure_future(
+            store.append(task.task_key, events(task.task_key, 1, 3), fence=lease.rows())
+        )
+        await asyncio.to_thread(wait_until_blocked, "INSERT INTO")
+    finally:
+        release.set()
+        await asyncio.to_thread(sweeper.join, 10)
+    with pytest.raises(LeaseLost):
+        await append
+    assert await store.current_seq(task.task_key) == 0
+
+
+async def test_a_batch_too_big_for_one_statement_is_written_whole_or_not_at_all():
+    """SQLite takes 999 parameters a statement: 500 events go in several, in one transaction."""
+    task = await StepTask.objects.acreate()
+    lease = await leases.claim(task, OWNER, lease_seconds=30)
+    await store.append(task.task_key, events(task.task_key, 1, 500), fence=lease.rows())
+    assert await store.current_seq(task.task_key) == 500
+    stale = leases.Lease(StepTask, task.pk, THIEF, lease.attempt)
+    with pytest.raises(LeaseLost):
+        await store.append(task.task_key, events(task.task_key, 501, 1000), fence=stale.rows())
+    assert await store.current_seq(task.task_key) == 500

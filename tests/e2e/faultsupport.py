@@ -66,6 +66,12 @@ class Subscriber:
         """The final state frame (the one-task endpoint then closes with 1000)."""
         return await self.seen(is_final, timeout)
 
+    async def closed_with(self, timeout: float = 10) -> int | None:
+        """The close code, once the server has closed the socket."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: self.closed), timeout)
+        return self.close_code
+
     async def nothing_after(self, frame: dict, timeout: float) -> None:
         """No frame follows ``frame`` for ``timeout`` seconds."""
         count = self.frames.index(frame) + 1

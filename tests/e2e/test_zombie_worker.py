@@ -119,7 +119,7 @@ async def test_a_frozen_worker_past_its_lease_writes_nothing_when_it_resumes(wor
         assert subscriber.seqs == list(range(1, last_seq + 1))
         assert subscriber.frames[-1] == final
     await subscribers[2].nothing_after(finals[2], timeout=1.0)  # ws/tasks/ stays open: quiet
-    assert [s.close_code for s in subscribers[:2]] == [1000, 1000]
+    assert [await s.closed_with() for s in subscribers[:2]] == [1000, 1000]
     assert f"task ended key={key}" not in a.output
     await subscribers[2].close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 
 import websockets
 
@@ -22,6 +23,7 @@ class Subscriber:
         self.ws = ws
         self.name = name
         self.frames: list[dict] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each frame
         self.close_code: int | None = None
         self.closed = False
         self._changed = asyncio.Condition()
@@ -44,6 +46,7 @@ class Subscriber:
             async for text in self.ws:
                 async with self._changed:
                     self.frames.append(json.loads(text))
+                    self.arrivals.append(time.monotonic())
                     self._changed.notify_all()
         except websockets.ConnectionClosed:
             pass
@@ -65,6 +68,9 @@ class Subscriber:
     async def ended(self, timeout: float = 10) -> dict:
         """The final state frame (the one-task endpoint then closes with 1000)."""
         return await self.seen(is_final, timeout)
+
+    def arrival(self, frame: dict) -> float:
+        return self.arrivals[self.frames.index(frame)]
 
     async def closed_with(self, timeout: float = 10) -> int | None:
         """The close code, once the server has closed the socket."""
@@ -91,6 +97,11 @@ class Subscriber:
     async def close(self) -> None:
         await self.ws.close()
         await asyncio.gather(self._reader, return_exceptions=True)
+
+
+def event_after(seq: int):
+    """Accepts event frames with a seq above ``seq``."""
+    return lambda frame: frame["type"] == "event" and frame["seq"] > seq
 
 
 def is_final(frame: dict) -> bool:

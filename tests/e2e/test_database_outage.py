@@ -21,6 +21,7 @@ from tests.conftest import USING_POSTGRES, USING_REDIS
 from tests.databases import module_process_database
 from tests.e2e.faultsupport import (
     Subscriber,
+    event_after,
     create_task,
     layer_prefix,
     logged,
@@ -71,7 +72,7 @@ async def test_a_task_rides_out_a_15_s_database_outage(relayed_env, process_db):
         subscribers = [await Subscriber.one_task(server, key) for _ in range(2)]
         subscribers.append(await Subscriber.many_tasks(server, key))
         for subscriber in subscribers:
-            await subscriber.seen(lambda f: f.get("seq", 0) >= 10)
+            await subscriber.seen(event_after(9))
 
         relay.cut(OUTAGE)
         cut_at = time.monotonic()

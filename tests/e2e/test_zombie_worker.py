@@ -19,6 +19,7 @@ from tests.conftest import USING_POSTGRES, USING_REDIS
 from tests.databases import module_process_database
 from tests.e2e.faultsupport import (
     Subscriber,
+    event_after,
     create_task,
     is_state,
     layer_prefix,
@@ -90,7 +91,7 @@ async def frozen_while_running(workers, web, env, process_db, model: str, *field
     key = create_task(settings_env(env, RUN_TASKS=0), model, *fields)
     subscribers = await subscribers_of(web, key)
     for subscriber in subscribers:
-        await subscriber.seen(lambda f: f.get("seq", 0) >= 5)
+        await subscriber.seen(event_after(4))
     owner, = task_row(process_db, key, "lease_owner")
     [frozen] = [w for w in workers if w.pid == int(owner.split(":")[1])]
     os.kill(frozen.pid, signal.SIGSTOP)

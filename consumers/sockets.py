@@ -9,14 +9,17 @@ starting and cancelling go through the coordinator.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from streamapp import metrics, protocol
 from streamapp.access import allowed, denial
+from streamapp.asgi.wiring import note_connection
 from streamapp.conf import app_settings
 from streamapp.coordinator import coordinator
+from streamapp.handover import open_sockets
 from streamapp.models import Status, StreamTask
 from streamapp.positions import Position
 
@@ -41,6 +44,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         try:
             await super().__call__(scope, receive, send)
         finally:  # however the consumer ends (even cancelled or crashed), nothing stays behind
+            open_sockets.discard(self)
             if self.upkeep is not None:
                 await self.upkeep.stop()
                 await self.unsubscribe_all()
@@ -48,6 +52,9 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.subscriptions: dict[str, Subscription] = {}
         self.user = self.scope.get("user")
+        unread_token = note_connection(self.scope)
+        if unread_token is not None:
+            self.scope["token_error"] = unread_token
         metrics.SOCKETS_CONNECTED.inc()
         self.limits = SocketLimits()
         self.closing = False
@@ -57,6 +64,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         )
         self.upkeep = Upkeep(self, self.feed.layer)
         self.upkeep.start()
+        open_sockets.add(self)
         await super().websocket_connect(message)
 
     # -- sending ----------------------------------------------------------------------------
@@ -94,6 +102,14 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         self.closing = True
         await self.unsubscribe_all()
         await self.close(code=code)
+
+    def close_for_restart(self, code: int) -> Awaitable[None] | None:
+        """This process is going away (streamapp.handover): close now; the client resumes
+        elsewhere with ``since``. Under daphne the close frame is written before this returns."""
+        self.closing = True
+        if self.outlet.close_at_once(code):
+            return None
+        return self.close_now(code)
 
     async def close_slow(self) -> None:
         """The client has not read for SLOW_CLIENT_SECONDS: what it missed stays in the log."""

@@ -76,7 +76,8 @@ class Outage:
         now = time.monotonic()
         seconds, self.since, self.ended_at = now - self.since, None, now
         counts = " ".join(
-            f"{kind.replace(' ', '_')}={count}" for kind, count in sorted(self.failed_by_kind.items())
+            f"{kind.replace(' ', '_')}={count}"
+            for kind, count in sorted(self.failed_by_kind.items())
         )
         logger.warning(
             "%s back after %.1f s failed=%d %s",

@@ -1,8 +1,9 @@
 """Token authentication for WebSocket clients that have no browser session.
 
-Composed inside ``AuthMiddlewareStack`` by StreamAppMiddlewareStack: the session sets ``scope["user"]`` first,
-and a client that sends a token (``Authorization: Bearer …`` or ``?token=``) is then the token's
-user, or anonymous when the token is refused; ``scope["token_error"]`` says why.
+Composed inside ``AuthMiddlewareStack`` by StreamAppMiddlewareStack: the session sets
+``scope["user"]`` first, and a client that sends a token (``Authorization: Bearer …`` or
+``?token=``) is then the token's user, or anonymous when the token is refused;
+``scope["token_error"]`` says why.
 """
 
 from __future__ import annotations

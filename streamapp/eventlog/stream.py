@@ -14,14 +14,14 @@ events queue meanwhile, up to EVENT_BUFFER events or BUFFER_BYTES, beyond which 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from django.utils import timezone
 
-from .. import broadcast, metrics, outages
-from .. import protocol
+from .. import broadcast, metrics, outages, protocol
 from ..conf import app_settings
 from ..dbretry import is_transient, with_retries
 from ..exceptions import EventTooLarge, LeaseLost
@@ -59,7 +59,7 @@ class EventStream:
         self._error: BaseException | None = None
 
     async def emit(self, name: str, data: Any) -> int:
-        """Queue one event; waits only when the writer is EVENT_BUFFER events or BUFFER_BYTES behind."""
+        """Queue one event; wait when the writer is EVENT_BUFFER events or BUFFER_BYTES behind."""
         if self._error is not None:
             raise self._error
         if not isinstance(name, str) or not name:
@@ -95,8 +95,8 @@ class EventStream:
             while self._queue:
                 batch = self._next_batch()
                 await with_retries(
-                    lambda: store.append(self.key, batch, self.fence), what="event log",
-                    key=self.key, patience=app_settings.LEASE_SECONDS,
+                    functools.partial(store.append, self.key, batch, self.fence),
+                    what="event log", key=self.key, patience=app_settings.LEASE_SECONDS,
                 )
                 self.logged_seq = batch[-1].seq
                 await broadcast.publish_events(self.key, [(e.seq, e.frame) for e in batch])

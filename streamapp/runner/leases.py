@@ -44,7 +44,8 @@ class Lease:
 
     def __str__(self) -> str:
         meta = self.model._meta
-        return f"{meta.app_label}.{meta.model_name}.{self.pk} owner={self.owner} attempt={self.attempt}"
+        key = f"{meta.app_label}.{meta.model_name}.{self.pk}"
+        return f"{key} owner={self.owner} attempt={self.attempt}"
 
     def rows(self) -> QuerySet:
         """The task row while this lease holds it; no row once it is gone."""

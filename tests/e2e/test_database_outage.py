@@ -18,18 +18,18 @@ import pytest
 import redis
 
 from tests.conftest import USING_POSTGRES, USING_REDIS
-from tests.databases import module_process_database
-from tests.e2e.faultsupport import (
+from tests.support.databases import module_process_database
+from tests.support.faults import TcpRelay
+from tests.support.processes import Daphne, Worker, start_all
+from tests.support.subscribers import (
     Subscriber,
-    event_after,
     create_task,
+    event_after,
     layer_prefix,
     logged,
     settings_env,
     task_row,
 )
-from tests.faults import TcpRelay
-from tests.processes import Daphne, Worker, start_all
 
 pytestmark = [
     pytest.mark.slow,
@@ -88,7 +88,7 @@ async def test_a_task_rides_out_a_15_s_database_outage(relayed_env, process_db):
     status, attempts, last_seq = task_row(process_db, key, "status", "attempts", "last_seq")
     assert (status, attempts) == ("completed", 1), output
     assert logged(process_db, key) == (last_seq, last_seq)
-    for subscriber, final in zip(subscribers, finals):
+    for subscriber, final in zip(subscribers, finals, strict=True):
         assert (final["status"], final["seq"]) == ("completed", last_seq)
         assert subscriber.seqs == list(range(1, last_seq + 1))  # whole, in order, each once
     assert codes == [1000, 1000]

@@ -22,8 +22,9 @@ import time
 import pytest
 
 from tests.conftest import USING_REDIS
-from tests.databases import module_process_database
-from tests.e2e.faultsupport import (
+from tests.support.databases import module_process_database
+from tests.support.processes import Daphne, RedisServer, Worker, start_all
+from tests.support.subscribers import (
     Subscriber,
     create_task,
     event_after,
@@ -31,8 +32,7 @@ from tests.e2e.faultsupport import (
     settings_env,
     task_row,
 )
-from tests.processes import Daphne, RedisServer, Worker, start_all
-from tests.wsclients import layer_env
+from tests.support.wsclients import layer_env
 
 pytestmark = [
     pytest.mark.slow,
@@ -89,7 +89,7 @@ async def test_subscribers_resume_within_two_seconds_of_redis_answering(process_
     assert max(resumed) < RESUME_SECONDS
     status, last_seq = task_row(process_db, key, "status", "last_seq")
     assert status == "completed" and logged(process_db, key) == (last_seq, last_seq)
-    for subscriber, final in zip(subscribers, finals):
+    for subscriber, final in zip(subscribers, finals, strict=True):
         assert subscriber.seqs == list(range(1, last_seq + 1))
         assert (final["status"], final["seq"]) == ("completed", last_seq)
 

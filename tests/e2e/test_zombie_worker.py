@@ -16,18 +16,18 @@ import pytest
 import redis
 
 from tests.conftest import USING_POSTGRES, USING_REDIS
-from tests.databases import module_process_database
-from tests.e2e.faultsupport import (
+from tests.support.databases import module_process_database
+from tests.support.processes import Daphne, Worker, start_all
+from tests.support.subscribers import (
     Subscriber,
-    event_after,
     create_task,
+    event_after,
     is_state,
     layer_prefix,
     logged,
     settings_env,
     task_row,
 )
-from tests.processes import Daphne, Worker, start_all
 
 pytestmark = [
     pytest.mark.slow,
@@ -113,7 +113,7 @@ async def test_a_frozen_worker_past_its_lease_writes_nothing_when_it_resumes(wor
     status, error, last_seq = task_row(process_db, key, "status", "error", "last_seq")
     assert (status, error["type"]) == ("failed", "WorkerLost")
     assert logged(process_db, key) == (last_seq, last_seq)  # 1..last_seq, nothing beyond
-    for subscriber, final in zip(subscribers, finals):
+    for subscriber, final in zip(subscribers, finals, strict=True):
         assert (final["status"], final["seq"], final["error"]["type"]) == (
             "failed", last_seq, "WorkerLost"
         )
@@ -143,7 +143,7 @@ async def test_with_a_retry_the_zombie_writes_nothing_and_the_stream_stays_whole
     status, attempts, last_seq = task_row(process_db, key, "status", "attempts", "last_seq")
     assert (status, attempts) == ("completed", 2)
     assert logged(process_db, key) == (last_seq, last_seq)
-    for subscriber, final in zip(subscribers, finals):
+    for subscriber, final in zip(subscribers, finals, strict=True):
         assert (final["status"], final["seq"], final["final_value"]) == (
             "completed", last_seq, {"attempt": 2}
         )

@@ -15,8 +15,14 @@ from django.utils import timezone
 from streamapp.coordinator import coordinator
 from streamapp.eventlog import store
 from streamapp.runner.coordinator import Coordinator
-from tests.helpers import events_of, receive_until, receive_until_closed, started_step_task, step
 from tests.runnerapp.models import RetryTask
+from tests.support.helpers import (
+    events_of,
+    receive_until,
+    receive_until_closed,
+    started_step_task,
+    step,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,8 +83,9 @@ async def test_a_retry_continues_the_stream_and_the_old_run_writes_nothing(commu
             ws, lambda f: f["type"] == "state" and f["status"] == "completed", timeout=10
         )
         assert await other.wait_task(task, timeout=5)
+        assert await ws.receive_nothing(timeout=0.3)
     finally:
-        await other.shutdown(timeout=0)
+        await other.shutdown(timeout=0)  # (it closes this process's sockets, as a server's would)
 
     await task.arefresh_from_db()
     assert (task.status, task.attempts, task.final_value) == ("completed", 2, {"attempt": 2})
@@ -90,4 +97,3 @@ async def test_a_retry_continues_the_stream_and_the_old_run_writes_nothing(commu
     assert [seq for seq, _ in await store.since(task.task_key, 0)] == list(
         range(1, task.last_seq + 1)
     )
-    assert await ws.receive_nothing(timeout=0.3)

@@ -15,7 +15,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from consumers.hub import FanOutHub, hub_for
 from streamapp import broadcast
-from tests.helpers import group_members, receive_until
+from tests.support.helpers import group_members, receive_until
 from tests.testapp.models import StepTask
 
 PAIRS = 50

@@ -185,13 +185,24 @@ class FanOutHub:
                 if self.channel is None:
                     return  # every socket left
                 keys = list(self.listeners)
-                if all([await self._add(key) for key in keys]):
+                if await self._add_all(keys):
                     break
         logger.info("fan-out hub memberships made again tasks=%d", len(keys))
-        found = await positions_by_key(keys)
+        try:
+            found = await positions_by_key(keys)
+        except Exception:  # the database is away too: convergence repairs them later
+            logger.warning("re-checking tasks after the layer came back failed", exc_info=True)
+            return
         for key, position in found.items():
             for listener in tuple(self.listeners.get(key, ())):
                 self._defer(listener.recheck(key, position))
+
+    async def _add_all(self, keys: list[str]) -> bool:
+        """Under the lock: add every membership; False at the first that fails."""
+        for key in keys:
+            if not await self._add(key):
+                return False
+        return True
 
     async def deliver(self, message: dict[str, Any]) -> None:
         """Hand one layer message to every local socket that watches its task."""

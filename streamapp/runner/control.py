@@ -79,6 +79,8 @@ class ControlChannel:
         """Join every running task's control group again, once the layer answers."""
         for attempt in itertools.count():
             await asyncio.sleep(REJOIN_SECONDS[min(attempt, len(REJOIN_SECONDS) - 1)])
-            keys = list(self._keys)
-            if all([await self._membership("group_add", key) for key in keys if key in self._keys]):
+            for key in list(self._keys):
+                if key in self._keys and not await self._membership("group_add", key):
+                    break  # still away: try them all again later
+            else:
                 return

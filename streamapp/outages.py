@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
 
 from . import metrics
 
@@ -37,7 +36,6 @@ class Outage:
         self.since: float | None = None  # monotonic start of the current outage
         self.ended_at = float("-inf")  # monotonic end of the last one
         self.failed_by_kind: Counter[str] = Counter()
-        self._returned: list[Callable[[], None]] = []
 
     def reset(self) -> None:
         """Forget any outage (tests: one test's outage is not the next one's)."""
@@ -52,10 +50,6 @@ class Outage:
         """How long ago the last outage ended (infinite when there was none)."""
         return time.monotonic() - self.ended_at
 
-    def on_return(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` whenever an outage ends (it must not block)."""
-        self._returned.append(callback)
-
     def failed(self, what: str, exc: BaseException) -> None:
         """An operation of kind ``what`` failed because the dependency is away."""
         if self.since is None:
@@ -63,7 +57,7 @@ class Outage:
             self.failed_by_kind.clear()
             logger.warning(
                 "%s unavailable, riding it out what=%s error=%s: %s",
-                self.dependency, what, type(exc).__name__, exc,
+                self.dependency, what, type(exc).__name__, " ".join(str(exc).split()),
             )
             metrics.outage_started(self.dependency)
         self.failed_by_kind[what] += 1
@@ -84,8 +78,6 @@ class Outage:
             self.dependency, seconds, sum(self.failed_by_kind.values()), counts,
         )
         metrics.outage_ended(self.dependency, seconds)
-        for callback in list(self._returned):
-            callback()
 
 
 database = Outage("database")

@@ -53,11 +53,20 @@ async def test_two_sockets_on_different_tasks_leaving_together_leave_no_membersh
 
 class ShakyLayer(InMemoryChannelLayer):
     """Yields inside every group change (as a network round trip does) and fails the next
-    ``failures`` discards, as a layer that went away does."""
+    ``failures`` discards, as a layer that went away does; the next ``restarts`` receives fail
+    as a restarted Redis's do, and the layer forgets every group."""
 
     def __init__(self) -> None:
         super().__init__()
         self.failures = 0
+        self.restarts = 0
+
+    async def receive(self, channel):
+        if self.restarts:
+            self.restarts -= 1
+            self.groups.clear()
+            raise ConnectionError("Connection closed by server.")
+        return await super().receive(channel)
 
     async def group_add(self, group, channel):
         await asyncio.sleep(0)
@@ -72,11 +81,17 @@ class ShakyLayer(InMemoryChannelLayer):
 
 
 class Socket:
+    def __init__(self) -> None:
+        self.rechecked: asyncio.Queue = asyncio.Queue()
+
     def ready_for(self, message):
         return True
 
     async def take_news(self, message):
         pass
+
+    async def recheck(self, key, position):
+        self.rechecked.put_nowait((key, position))
 
 
 async def settled(hub: FanOutHub) -> None:
@@ -126,3 +141,27 @@ async def test_any_interleaving_of_joins_and_leaves_ends_with_exactly_the_watche
         await hub.leave(key, socket)
     await settled(hub)
     assert members(layer) == {} and hub.channel is None
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_after_the_layer_was_away_memberships_are_made_again_and_sockets_recheck():
+    """The reader's receive fails (Redis restarted and forgot the groups): the hub adds its
+    memberships again as soon as the layer answers, then hands each socket its task's position
+    read afresh, without waiting for convergence."""
+    layer = ShakyLayer()
+    hub = FanOutHub(layer)
+    task = await StepTask.objects.acreate(status="running", last_seq=7, revision=3)
+    socket = Socket()
+    await hub.join(task.task_key, socket)
+    group = broadcast.task_group(task.task_key)
+    assert members(layer) == {group: {hub.channel}}
+
+    layer.restarts = 1
+    await layer.send(hub.channel, {"type": "wake the reader"})
+    key, position = await asyncio.wait_for(socket.rechecked.get(), timeout=5)
+    assert (key, position.status, position.seq, position.revision) == (
+        task.task_key, "running", 7, 3
+    )
+    assert members(layer) == {group: {hub.channel}}
+    await hub.leave(task.task_key, socket)
+    assert members(layer) == {}

@@ -33,6 +33,13 @@ from .upkeep import Upkeep
 logger = logging.getLogger("streamapp.consumers")
 
 
+def who(user: Any) -> str:
+    """How a cancel's final state names the client that asked for it."""
+    if getattr(user, "is_authenticated", False):
+        return str(user.get_username())
+    return "an anonymous client"
+
+
 class TaskSocketConsumer(AsyncWebsocketConsumer):
     """Shared machinery: subscriptions, client actions, and live news from the process's hub."""
 
@@ -146,7 +153,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
             raise ProtocolError(
                 "forbidden", self.denied(f"you may not cancel {task.task_key}"), task.task_key
             )
-        await coordinator.cancel_task(task)
+        await coordinator.cancel_task(task, reason=f"cancelled by {who(self.user)}")
 
     # -- client frames ----------------------------------------------------------------------
 

@@ -126,12 +126,15 @@ async def finish(
         raise LeaseLost(f"{lease}: the lease is gone; outcome {status!r} not recorded")
 
 
-async def cancel_pending(task: StreamTask) -> bool:
-    """Cancel a task nobody runs yet."""
+async def cancel_pending(task: StreamTask, error: dict[str, str] | None = None) -> bool:
+    """Cancel a task nobody runs yet; ``error`` says who or what cancelled it."""
     return bool(
         await _rows(task)
         .filter(status=Status.PENDING)
-        .aupdate(status=Status.CANCELLED, completed_at=timezone.now(), revision=F("revision") + 1)
+        .aupdate(
+            status=Status.CANCELLED, completed_at=timezone.now(), error=error,
+            revision=F("revision") + 1,
+        )
     )
 
 

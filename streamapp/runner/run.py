@@ -39,6 +39,11 @@ class Outcome:
     error: dict[str, str] | None = None
 
 
+def cancelled_error(reason: str | None) -> dict[str, str] | None:
+    """A cancelled task's ``error``: who or what cancelled it, when known (DESIGN §3)."""
+    return None if not reason else {"type": "Cancelled", "message": str(reason)[:200]}
+
+
 def error_of(exc: BaseException) -> dict[str, str]:
     return {"type": type(exc).__name__, "message": str(exc)}
 
@@ -57,7 +62,7 @@ class Run:
         self.job: asyncio.Task[None] | None = None  # the whole run; None while still claiming
         self.work: asyncio.Task[Any] | None = None  # process() itself: what cancel and timeout stop
         self.stop_reason: str | None = None  # "cancel", "shutdown", "database" once stopped
-        self.stop_error: dict[str, str] | None = None  # the error of a "database" stop
+        self.stop_error: dict[str, str] | None = None  # why: a cancel's who, a "database" stop
         self.lease_lost = False  # a write was refused: record nothing, announce nothing
 
     def stop(self, reason: str, error: dict[str, str] | None = None) -> None:
@@ -149,7 +154,7 @@ class Run:
         if self.stop_reason == DATABASE_GONE:
             return Outcome(Status.FAILED, error=self.stop_error)
         if self.stop_reason == "cancel":
-            return Outcome(Status.CANCELLED)
+            return Outcome(Status.CANCELLED, error=self.stop_error)
         if self.stop_reason == "shutdown":
             if self.task.attempts < self.task.max_attempts:
                 return Outcome(Status.PENDING, error=SHUTDOWN_ERROR)

@@ -9,9 +9,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from streamapp import metrics, protocol
 from streamapp.conf import app_settings
 from streamapp.exceptions import UnknownTask
-from streamapp.keys import aget_task, canonical_key, split_key, stream_task_model
+from streamapp.keys import aget_task, canonical_key, route_key, split_key
 
-from .protocol import Action, ProtocolError, parse_since
+from .protocol import Action, ProtocolError, shown, since_from_query
 from .sockets import TaskSocketConsumer
 from .subscription import Subscription
 
@@ -19,12 +19,13 @@ from .subscription import Subscription
 class TaskConsumer(TaskSocketConsumer):
     """``ws/tasks/<app_label>/<model>/<pk>/[?since=N]``: one task, closed after its final state."""
 
+    key = ""
+
     async def connect(self) -> None:
         await self.accept()
         kwargs = self.scope["url_route"]["kwargs"]
         try:
-            model = stream_task_model(kwargs["app_label"], kwargs["model"])
-            self.key = canonical_key(model, kwargs["pk"])
+            self.key = route_key(kwargs.get("app_label"), kwargs.get("model"), kwargs.get("pk"))
             task = await aget_task(self.key)
         except UnknownTask as exc:
             await self.refuse("not_found", str(exc))
@@ -33,7 +34,7 @@ class TaskConsumer(TaskSocketConsumer):
         if note is not None:
             await self.send_frame(note)
         try:
-            subscription = await self.subscribe(task, since)
+            subscription = await self.subscribe(task, since, recheck_user=False)
         except ProtocolError as exc:
             await self.refuse(exc.code, exc.message, exc.task)
             return
@@ -41,12 +42,8 @@ class TaskConsumer(TaskSocketConsumer):
 
     def since_from_query(self) -> tuple[int | None, dict[str, Any] | None]:
         """``?since=N`` from the URL; a bad value is reported and ignored."""
-        query = self.scope.get("query_string", b"").decode("latin-1")
-        values = [part[6:] for part in query.split("&") if part.startswith("since=")]
-        if not values:
-            return None, None
         try:
-            return parse_since(values[-1]), None
+            return since_from_query(self.scope.get("query_string")), None
         except ProtocolError as exc:
             return None, protocol.error(exc.code, exc.message, self.key)
 
@@ -112,7 +109,8 @@ class NotFoundConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         await self.accept()
+        path = self.scope.get("path")
         await self.send(text_data=protocol.encode(
-            protocol.error("not_found", f"no WebSocket endpoint at {self.scope.get('path', '')[:200]}")
+            protocol.error("not_found", f"no WebSocket endpoint at {shown(path, 200)}")
         ))
         await self.close(code=protocol.CLOSE_NOT_FOUND)

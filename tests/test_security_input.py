@@ -88,7 +88,7 @@ async def send_raw(ws: WebsocketCommunicator, frame: str | bytes) -> None:
 @pytest.fixture
 def lenient(settings):
     """Room for the whole catalogue on one socket: the closing thresholds are tested elsewhere."""
-    with_streamapp(settings, MAX_BAD_FRAMES=10_000, MESSAGE_RATE=None)
+    with_streamapp(settings, MAX_BAD_FRAMES=10_000, MESSAGE_RATE=None, REFUSAL_RATE=None)
 
 
 async def test_every_bad_frame_gets_its_error_and_nothing_else_is_disturbed(communicator_for,

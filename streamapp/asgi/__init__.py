@@ -2,8 +2,9 @@
 
 ``StreamAppMiddlewareStack`` wraps the project's WebSocket router: foreign Origins refused,
 handshake floods turned away before any session lookup, then the session user, replaced by a
-bearer token's user when the client sends one; outermost, daphne's transport put in the scope
-(it needs daphne's own ``send``).
+bearer token's user when the client sends one, then the user's (or the anonymous address's)
+handshake and open-socket limits; outermost, daphne's transport put in the scope (it needs
+daphne's own ``send``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from channels.auth import AuthMiddlewareStack
 
-from .handshakes import ConnectionRateLimitMiddleware
+from .handshakes import ConnectionRateLimitMiddleware, SocketLimitMiddleware
 from .origin import AllowedHostsOriginValidator
 from .tokenauth import TokenAuthMiddleware
 from .transport import TransportMiddleware
@@ -24,6 +25,8 @@ def StreamAppMiddlewareStack(inner: Any) -> Any:  # noqa: N802 - named like chan
     """Origin check, handshake limits, session and token authentication, transport adapter."""
     return TransportMiddleware(
         AllowedHostsOriginValidator(
-            ConnectionRateLimitMiddleware(AuthMiddlewareStack(TokenAuthMiddleware(inner)))
+            ConnectionRateLimitMiddleware(
+                AuthMiddlewareStack(TokenAuthMiddleware(SocketLimitMiddleware(inner)))
+            )
         )
     )

@@ -61,6 +61,11 @@ def parse_trust(value: Any) -> Trust:
         if value < 0:
             raise ValueError(f"a number of proxies is 0 or more, got {value}")
         return value
+    return parse_networks(value)
+
+
+def parse_networks(value: Any) -> tuple[Network, ...]:
+    """A list of addresses and networks; ValueError saying which item is not one."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise ValueError(f"expected a list of addresses or networks, got {value!r:.60}")
     networks = []
@@ -75,6 +80,12 @@ def parse_trust(value: Any) -> Trust:
 @lru_cache(maxsize=8)
 def _trust(value: Any) -> Trust:
     return parse_trust(value)
+
+
+@lru_cache(maxsize=8)
+def networks_of(value: tuple[str, ...]) -> tuple[Network, ...]:
+    """``parse_networks`` once per value (settings are read on every request)."""
+    return parse_networks(value)
 
 
 def trusted_proxies() -> Trust:

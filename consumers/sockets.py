@@ -146,9 +146,10 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         try:
             if not self.accepted:
                 await self.accept()
-            await self.send_frame(protocol.error(
+            error = protocol.error(
                 protocol.SERVER_ERROR, "the server failed handling this socket; reconnect"
-            ))
+            )
+            await self.send(text_data=protocol.encode(error))  # the outlet may be what failed
             await self.close_now(protocol.CLOSE_SERVER_ERROR)
         except Exception:
             logger.warning("could not close a failed socket in protocol", exc_info=True)

@@ -12,7 +12,7 @@ import pytest
 import redis
 from asgiref.testing import ApplicationCommunicator
 from channels.testing import WebsocketCommunicator
-from django.core.cache import cache
+from django.core.cache import caches
 
 from consumers import limits
 from streamapp.asgi import handshakes
@@ -42,6 +42,14 @@ def clock(monkeypatch):
     monkeypatch.setattr(limits, "now", fake)
     monkeypatch.setattr(handshakes, "now", fake)
     return fake
+
+
+@pytest.fixture(autouse=True)
+def fresh_counts(settings):
+    """Counts of this test's own: user ids repeat from test to test, and Redis keeps counts."""
+    default = settings.CACHES["default"]
+    settings.CACHES = {**settings.CACHES,
+                       "default": {**default, "KEY_PREFIX": f"t{uuid.uuid4().hex[:12]}"}}
 
 
 @pytest.fixture
@@ -172,7 +180,7 @@ async def test_connection_counts_are_shared_through_redis(application, settings,
     """Another process sees (and spends) the same bucket: here a raw Redis client plays it."""
     with_streamapp(settings, CONNECTION_RATE=(5, 60.0))
     ws = await connect(application, address)
-    key = cache.make_key(f"streamapp:rl:client:{address}:-")
+    key = caches["default"].make_key(f"streamapp:rl:client:{address}:-")
     other_process = redis.Redis.from_url(os.environ["REDIS_URL"])
     try:
         assert float(other_process.hget(key, "t")) == 4.0

@@ -148,10 +148,9 @@ class SocketLimitMiddleware:
         """What this handshake spends and claims, and how the refusal reads."""
         user = scope.get("user")
         if user is not None and getattr(user, "is_authenticated", False):
-            who = f"user:{user.pk}"
             cap = app_settings.USER_SOCKETS
-            return (bucket(who, app_settings.USER_CONNECTION_RATE),
-                    Slot(who, cap) if cap else None, "your account")
+            return (bucket(f"user:{user.pk}", app_settings.USER_CONNECTION_RATE),
+                    Slot(f"sockets:user:{user.pk}", cap) if cap else None, "your account")
         address = scope.get(ADDRESS_KEY, scope_address(scope))
         if address is None:
             return [], None, ""
@@ -161,7 +160,7 @@ class SocketLimitMiddleware:
         spent = bucket(f"client:{where}:-", app_settings.CONNECTION_RATE) if scope.get(
             CREDENTIAL_KEY) else []
         cap = app_settings.ANONYMOUS_SOCKETS
-        return spent, Slot(f"anonymous:{where}", cap) if cap else None, "your address"
+        return spent, Slot(f"sockets:anonymous:{where}", cap) if cap else None, "your address"
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] != "websocket":

@@ -30,6 +30,8 @@ PROFILE = hypothesis_settings(
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=60)
 # Characters str.isdigit() or int() take that are not ASCII digits.
 UNICODE_DIGITS = ["²", "¹", "⁰", "①", "١٢", "٣", "০", "𝟘", "１２", "߁"]
+# Digits and numbers of every script, drawn.
+NUMERALS = st.text(st.characters(categories=["Nd", "No", "Nl"]), min_size=1, max_size=3)
 
 
 def json_values(leaf=None):
@@ -48,7 +50,7 @@ def frames():
         optional={
             "task": st.sampled_from(["demo.exampletask.1", "auth.user.1", ""]) | ANY_TEXT
             | json_values(),
-            "since": st.sampled_from(UNICODE_DIGITS) | st.integers() | ANY_TEXT | json_values(),
+            "since": NUMERALS | st.integers() | ANY_TEXT | json_values(),
         },
     )
     text = (
@@ -80,6 +82,18 @@ def test_a_frame_is_an_action_or_a_protocol_error(frame):
         assert 0 <= action.since <= MAX_SINCE
 
 
+@PROFILE
+@given(value=NUMERALS | ANY_TEXT | json_values())
+def test_since_is_a_number_or_a_protocol_error(value):
+    try:
+        since = parse_since(value)
+    except ProtocolError as exc:
+        assert exc.code == "bad_request"
+        exc.message.encode("utf-8")
+        return
+    assert since is None or 0 <= since <= MAX_SINCE
+
+
 @pytest.mark.parametrize("since", UNICODE_DIGITS)
 def test_since_in_digits_that_are_not_ascii_is_a_bad_request(since):
     """The issue's crash: "²".isdigit() is True and int("²") raises; "١٢" was read as 12."""
@@ -109,7 +123,7 @@ def test_since_refuses_everything_else(value):
 
 @PROFILE
 @given(query=st.binary(max_size=80) | st.builds(
-    lambda value: b"since=" + value.encode("utf-8", "surrogatepass"), ANY_TEXT))
+    lambda value: b"since=" + value.encode("utf-8", "surrogatepass"), NUMERALS | ANY_TEXT))
 @example(query="since=²".encode())
 @example(query=b"since=\xb2")  # latin-1 "²"
 def test_a_query_string_since_is_a_number_none_or_a_protocol_error(query):

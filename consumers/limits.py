@@ -32,6 +32,10 @@ class TokenBucket:
         self.tokens = self.capacity
         self.stamp = now()
 
+    def give_back(self) -> None:
+        """One token back (up to the capacity)."""
+        self.tokens = min(self.capacity, self.tokens + 1.0)
+
     def take(self) -> bool:
         moment = now()
         elapsed = max(0.0, moment - self.stamp)  # a clock stepped back refills nothing
@@ -70,6 +74,12 @@ class SocketLimits:
     def flooded(self) -> bool:
         """After ``admit()`` said no: has the socket gone on sending for too long?"""
         return self.refused_in_a_row >= app_settings.MAX_REFUSED_FRAMES
+
+    def granted(self) -> None:
+        """A subscribe or cancel was granted: it pays back one refusal. A client resubscribing
+        many tasks, some of them gone, mixes the two; a flood of refusals does not."""
+        if self.refusals is not None:
+            self.refusals.give_back()
 
     def must_close(self, code: str) -> bool:
         """Record an error answered to the client; True when the socket must now be closed."""

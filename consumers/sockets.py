@@ -203,6 +203,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
             await self.send_frame(note)
         if subscription.status == Status.PENDING and app_settings.AUTO_START:
             await coordinator.start_task(task)
+        self.limits.granted()
         return subscription
 
     async def unsubscribe_all(self) -> None:
@@ -217,6 +218,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
                 "forbidden", self.denied(f"you may not cancel {task.task_key}"), task.task_key
             )
         await coordinator.cancel_task(task)
+        self.limits.granted()
 
     # -- client frames ----------------------------------------------------------------------
 

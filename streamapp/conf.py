@@ -83,9 +83,9 @@ DEFAULTS: dict[str, Any] = {
     "MESSAGE_RATE": (100, 10.0),
     # Frames in a row refused for rate before the socket is closed with 4429.
     "MAX_REFUSED_FRAMES": 50,
-    # Refused subscribes and cancels (forbidden, not_found, rate_limited) per socket, as a rate;
-    # over it the socket is closed with 4429.
-    "REFUSAL_RATE": (30, 10.0),
+    # Refused subscribes and cancels (forbidden, not_found, rate_limited) per socket, as a rate
+    # (each granted one pays one back); over it the socket is closed with 4429.
+    "REFUSAL_RATE": (10, 60.0),
     # Malformed frames (bad_request) one socket may send before it is closed with 4400.
     "MAX_BAD_FRAMES": 20,
     # The Django cache alias holding connection counts (make it Redis for many processes).

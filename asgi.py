@@ -13,8 +13,8 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 django_asgi_app = get_asgi_application()  # sets Django up before the consumers import models
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from consumers.routing import websocket_urlpatterns as streamapp_routes  # noqa: E402
 
+from consumers.routing import websocket_urlpatterns as streamapp_routes  # noqa: E402
 from streamapp.asgi import StreamAppMiddlewareStack  # noqa: E402
 
 application = ProtocolTypeRouter(

@@ -13,28 +13,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from streamapp.exceptions import ProtocolError
+
+__all__ = ["ACTIONS", "Action", "ProtocolError", "parse", "parse_since", "since_from_query"]
+
 ACTIONS = ("subscribe", "unsubscribe", "cancel", "ping")
 MAX_SINCE = 2**53 - 1  # the largest integer a JavaScript client can hold exactly
 SINCE_TEXT = re.compile(r"[0-9]{1,16}", re.ASCII)
 MAX_KEY_CHARS = 200  # far above any real key (keys.KEY_PATTERN); longer ones are not echoed whole
 SHOWN_CHARS = 40
-
-
-class ProtocolError(Exception):
-    """A client frame broke the protocol; ``code`` is the error frame's code.
-
-    ``close``: the socket must close after the error frame, whatever its limits say (a client
-    whose sign-in no longer holds).
-    """
-
-    def __init__(
-        self, code: str, message: str, task: str | None = None, close: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.task = task
-        self.close = close
 
 
 @dataclass(frozen=True)
@@ -83,7 +70,8 @@ def parse_since(value: Any) -> int | None:
     if isinstance(value, str):
         if SINCE_TEXT.fullmatch(value) is None:
             raise ProtocolError(
-                "bad_request", f"since must be a whole number >= 0 in ASCII digits, got {shown(value)}"
+                "bad_request",
+                f"since must be a whole number >= 0 in ASCII digits, got {shown(value)}",
             )
         value = int(value)
     elif isinstance(value, bool) or not isinstance(value, int):

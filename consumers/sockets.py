@@ -140,7 +140,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         await self.close(code=code)
 
     async def fail(self) -> None:
-        """Our failure: tell the client, close 1011 (4011 under daphne); it reconnects with since."""
+        """Our failure: say so, close 1011 (4011 under daphne); the client resumes with since."""
         if self.closing:
             raise StopConsumer  # a close is under way: nothing more can be said
         try:

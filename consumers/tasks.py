@@ -92,7 +92,8 @@ class MultiTaskConsumer(TaskSocketConsumer):
         if action.name == "cancel":
             await self.cancel(task)
             return
-        if key not in self.subscriptions and len(self.subscriptions) >= app_settings.MAX_SUBSCRIPTIONS:
+        full = len(self.subscriptions) >= app_settings.MAX_SUBSCRIPTIONS
+        if key not in self.subscriptions and full:
             metrics.rate_limited("subscriptions")
             raise ProtocolError(
                 "rate_limited",
@@ -110,7 +111,6 @@ class NotFoundConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         await self.accept()
         path = self.scope.get("path")
-        await self.send(text_data=protocol.encode(
-            protocol.error("not_found", f"no WebSocket endpoint at {shown(path, 200)}")
-        ))
+        error = protocol.error("not_found", f"no WebSocket endpoint at {shown(path, 200)}")
+        await self.send(text_data=protocol.encode(error))
         await self.close(code=protocol.CLOSE_NOT_FOUND)

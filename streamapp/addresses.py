@@ -22,12 +22,12 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Any, Union
+from typing import Any
 
 from .conf import app_settings
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-Trust = Union[None, int, tuple[Network, ...]]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Trust = None | int | tuple[Network, ...]
 
 FORWARDED_FOR = b"x-forwarded-for"
 ENTRY = re.compile(r"\[?([0-9A-Fa-f:.]{2,45})\]?(?::[0-9]{1,5})?", re.ASCII)

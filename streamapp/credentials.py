@@ -120,7 +120,7 @@ async def problems(credentials: Iterable[Credential]) -> dict[Credential, str]:
             by_token.setdefault(credential.token, []).append(credential)
         else:
             by_row.append(credential)
-    for token, holders in by_token.items():
+    for holders in by_token.values():
         _, reason = await recheck(holders[0])
         if reason is not None:
             found.update((holder, reason) for holder in holders)

@@ -70,7 +70,7 @@ def route_key(app_label: Any, model_name: Any, pk: Any) -> str:
     The URL's parts come percent-decoded, so they may hold anything: each must fit its part of
     KEY_PATTERN before a model is looked up.
     """
-    for (part, pattern), value in zip(PARTS.items(), (app_label, model_name, pk)):
+    for (part, pattern), value in zip(PARTS.items(), (app_label, model_name, pk), strict=True):
         if not isinstance(value, str) or pattern.fullmatch(value) is None:
             raise UnknownTask(f"malformed {part} {shown(str(value))} in the task's path")
     model, pk_value = split_key(f"{app_label}.{model_name}.{pk}")

@@ -9,8 +9,8 @@ from . import metrics, monitoring, protocol
 from .access import allowed, denial
 from .exceptions import UnknownTask
 from .keys import aget_task, canonical_key, stream_task_model
-from .readiness import readiness_problems, report
 from .positions import task_state
+from .readiness import readiness_problems, report
 from .tokens import aauthenticate, bearer_from_header
 
 
@@ -46,7 +46,9 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(body, content_type=content_type)
 
 
-async def task_state_view(request: HttpRequest, app_label: str, model: str, pk: str) -> JsonResponse:
+async def task_state_view(
+    request: HttpRequest, app_label: str, model: str, pk: str
+) -> JsonResponse:
     """``GET /tasks/<app_label>/<model>/<pk>/``: the task's ``state`` frame as JSON."""
     try:
         key = canonical_key(stream_task_model(app_label, model), pk)

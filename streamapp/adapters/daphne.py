@@ -71,7 +71,7 @@ def backlog_of(send: Any) -> TransportBacklog | None:
 
 
 def probe() -> list[str]:
-    """What the installed daphne, Twisted and autobahn lack of what the backlog reads ([]: all there).
+    """What the installed daphne, Twisted and autobahn lack of what ``backlog_of`` reads.
 
     Empty also when daphne is not installed: then nothing is missing, the server is another one.
     """

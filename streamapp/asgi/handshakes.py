@@ -172,7 +172,8 @@ class SocketLimitMiddleware:
             metrics.rate_limited("sockets" if refused == SOCKETS_FULL else "connections")
             why = "open sockets" if refused == SOCKETS_FULL else "connections"
             logger.info("handshake refused: too many %s for %s", why, whose)
-            return await refuse_rate_limited(receive, send, f"too many {why} for {whose}; try later")
+            message = f"too many {why} for {whose}; try later"
+            return await refuse_rate_limited(receive, send, message)
         if slot is None:
             return await self.inner(scope, receive, send)
         try:

@@ -1,10 +1,11 @@
 """Token authentication for WebSocket clients that have no browser session.
 
-Composed inside ``AuthMiddlewareStack`` by StreamAppMiddlewareStack: the session sets ``scope["user"]`` first,
-and a client that sends a token (``Authorization: Bearer …`` or ``?token=``) is then the token's
-user, or anonymous when the token is refused; ``scope["token_error"]`` says why. Either way
-``scope["streamapp.credential"]`` records what signed the user in, so that an open socket can
-tell when it no longer does (streamapp/credentials.py).
+Composed inside ``AuthMiddlewareStack`` by StreamAppMiddlewareStack: the session sets
+``scope["user"]`` first, and a client that sends a token (``Authorization: Bearer …`` or
+``?token=``) is then the token's user, or anonymous when the token is refused;
+``scope["token_error"]`` says why. Either way ``scope["streamapp.credential"]`` records what
+signed the user in, so that an open socket can tell when it no longer does
+(streamapp/credentials.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Security system checks: a misconfigured security setting is found at start-up, not at the first client."""
+"""Security checks: a misconfigured security setting is found at start-up, not by a client."""
 
 from __future__ import annotations
 

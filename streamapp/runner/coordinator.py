@@ -20,10 +20,10 @@ from typing import Any
 from .. import broadcast, metrics
 from ..conf import app_settings
 from ..models import STARTABLE_STATUSES, Status, StreamTask
-from .retention import purge_forever
 from ..positions import task_state
 from . import leases
 from .control import ControlChannel
+from .retention import purge_forever
 from .run import Run
 from .sweeper import sweep, sweep_forever
 

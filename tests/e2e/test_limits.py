@@ -21,7 +21,7 @@ import pytest
 import websockets
 
 from streamapp.conf import DEFAULTS
-from tests.processes import Daphne, ProcessDatabase, manage
+from tests.support.processes import Daphne, ProcessDatabase, manage
 
 pytestmark = pytest.mark.slow
 

@@ -15,15 +15,16 @@ import json
 
 import pytest
 from channels.testing import WebsocketCommunicator
-from hypothesis import HealthCheck, given, strategies as st
+from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from consumers import sockets as consumer_sockets
 from streamapp.exceptions import UnknownTask
-from tests.clients import bearer, from_address, make_user, with_streamapp
-from tests.helpers import receive_until, receive_until_closed
-from tests.test_security_input import like_daphne
+from tests.integration.test_security_input import like_daphne
+from tests.support.clients import bearer, from_address, make_user, with_streamapp
+from tests.support.helpers import receive_until, receive_until_closed
 from tests.testapp.models import BurstTask, StepTask
 
 pytestmark = [

@@ -11,7 +11,13 @@ import pytest
 import redis
 
 from streamapp.asgi.buckets import (
-    OK, SOCKETS_FULL, Bucket, LocalLimits, RedisLimits, Slot, new_member,
+    OK,
+    SOCKETS_FULL,
+    Bucket,
+    LocalLimits,
+    RedisLimits,
+    Slot,
+    new_member,
 )
 
 T0 = 1_700_000_000.0

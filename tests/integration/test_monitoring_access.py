@@ -10,9 +10,8 @@ import pytest
 from django.test import AsyncRequestFactory
 
 from streamapp import views
-
-from tests.clients import with_streamapp
-from tests.processes import free_port
+from tests.support.clients import with_streamapp
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,9 +10,9 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 
 from streamapp import credentials, tokens
-from tests.clients import bearer, make_user, session_cookie, with_streamapp
-from tests.helpers import receive_until, receive_until_closed
-from tests.test_security_input import AllQueries
+from tests.integration.test_security_input import AllQueries
+from tests.support.clients import bearer, make_user, session_cookie, with_streamapp
+from tests.support.helpers import receive_until, receive_until_closed
 from tests.testapp.models import BurstTask, OwnedTask, StepTask
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from consumers.protocol import MAX_SINCE, ProtocolError, parse, parse_since, since_from_query
 from streamapp.addresses import parse_address, resolve
@@ -142,8 +144,8 @@ def test_query_since_takes_the_last_value_and_ignores_other_fields():
 
 
 @PROFILE
-@given(key=ANY_TEXT | json_values() | st.from_regex(r"[a-zA-Z]{1,8}\.[a-zA-Z]{1,12}\.[0-9a-z_-]{1,42}",
-                                                     fullmatch=True))
+@given(key=ANY_TEXT | json_values() | st.from_regex(
+    r"[a-zA-Z]{1,8}\.[a-zA-Z]{1,12}\.[0-9a-z_-]{1,42}", fullmatch=True))
 @example(key="testapp.steptask.١")
 @example(key="demo.exampletask.99999999999999999999999999999999999999")
 @example(key="demo.ExampleTask.1")

@@ -298,7 +298,7 @@ async def test_generated_frames_never_break_the_server_nor_a_good_client(applica
         await hostile.throw(frame)
         now[0] += 1.0  # a second per round: the frame allowance refills as it would
 
-    @hypothesis_settings(max_examples=300, deadline=None,
+    @hypothesis_settings(max_examples=300, deadline=None, derandomize=True,
                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(frame=hostile_frames(task.task_key))
     def throw(frame):

@@ -170,6 +170,9 @@ class RedisLimits:
     async def release(self, slot: Slot, member: str) -> None:
         if (slot.key, member) in self.held:
             del self.held[(slot.key, member)]
+            if not self.held and self._renewer is not None:
+                self._renewer.cancel()  # nothing to renew: no task outlives the sockets
+                self._renewer = None
             await sync_to_async(self.client.zrem, thread_sensitive=False)(slot.key, member)
 
     def _keep_renewing(self) -> None:

@@ -100,6 +100,23 @@ async def test_claims_of_a_process_that_died_lapse(name):
         client.close()
 
 
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="renewing claims is Redis's")
+async def test_a_living_process_renews_its_claims(name):
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    limits = RedisLimits(client, clock=lambda: T0)
+    slot = Slot(name + "slot", 1)
+    try:
+        assert await limits.take(T0, [], slot, "alive:1") == OK
+        limits._renew(list(limits.held), T0 + 100 + 120)  # the round at T0 + 100
+        assert await limits.take(T0 + 200, [], slot, "alive:2") == SOCKETS_FULL
+        await limits.release(slot, "alive:1")
+        assert limits.held == {} and limits._renewer is None
+        assert await limits.take(T0 + 200, [], slot, "alive:2") == OK
+        await limits.release(slot, "alive:2")
+    finally:
+        client.close()
+
+
 async def test_local_buckets_forget_what_has_refilled_when_there_are_too_many(monkeypatch):
     monkeypatch.setattr("streamapp.asgi.buckets.MAX_LOCAL_KEYS", 10)
     limits = LocalLimits()

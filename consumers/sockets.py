@@ -15,6 +15,7 @@ once, in a ``finally``, however the consumer ends.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from channels.exceptions import StopConsumer
@@ -22,9 +23,11 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from streamapp import metrics, protocol
 from streamapp.access import allowed, denial
+from streamapp.asgi.wiring import note_connection
 from streamapp.conf import app_settings
 from streamapp.coordinator import coordinator
 from streamapp.credentials import Credential, credential_of, recheck
+from streamapp.handover import open_sockets
 from streamapp.models import Status, StreamTask
 
 from .hub import HubFeed
@@ -65,6 +68,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         if self.released:
             return
         self.released = True
+        open_sockets.discard(self)
         if self.counted:
             metrics.SOCKETS_CONNECTED.dec()
         if self.credential is not None:
@@ -85,6 +89,9 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.user = self.scope.get("user")
+        unread_token = note_connection(self.scope)
+        if unread_token is not None:
+            self.scope["token_error"] = unread_token
         metrics.SOCKETS_CONNECTED.inc()
         self.counted = True
         self.credential = credential_of(self.scope)
@@ -97,6 +104,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         )
         self.upkeep = Upkeep(self, self.feed.layer)
         self.upkeep.start()
+        open_sockets.add(self)
         await super().websocket_connect(message)
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
@@ -138,6 +146,14 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         self.closing = True
         await self.unsubscribe_all()
         await self.close(code=code)
+
+    def close_for_restart(self, code: int) -> Awaitable[None] | None:
+        """This process is going away (streamapp.handover): close now; the client resumes
+        elsewhere with ``since``. Under daphne the close frame is written before this returns."""
+        self.closing = True
+        if self.outlet.close_at_once(code):
+            return None
+        return self.close_now(code)
 
     async def fail(self) -> None:
         """Our failure: say so, close 1011 (4011 under daphne); the client resumes with since."""

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.generic.websocket import AsyncWebsocketConsumer
-
 from streamapp import metrics, protocol
 from streamapp.conf import app_settings
 from streamapp.exceptions import UnknownTask
 from streamapp.keys import aget_task, canonical_key, route_key, split_key
 
-from .protocol import Action, ProtocolError, shown, since_from_query
+from .protocol import Action, ProtocolError, since_from_query
 from .sockets import TaskSocketConsumer
 from .subscription import Subscription
 
@@ -102,15 +100,3 @@ class MultiTaskConsumer(TaskSocketConsumer):
             )
         await self.subscribe(task, action.since)
 
-
-class NotFoundConsumer(AsyncWebsocketConsumer):
-    """Any other WebSocket path: say so and close 4404, never a server error."""
-
-    channel_layer_alias = None  # nothing to receive: no channel
-
-    async def connect(self) -> None:
-        await self.accept()
-        path = self.scope.get("path")
-        error = protocol.error("not_found", f"no WebSocket endpoint at {shown(path, 200)}")
-        await self.send(text_data=protocol.encode(error))
-        await self.close(code=protocol.CLOSE_NOT_FOUND)

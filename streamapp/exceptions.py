@@ -58,3 +58,7 @@ class ProtocolError(StreamAppError):
 
 class InvalidToken(StreamAppError):
     """A bearer token was refused; the message says why (expired, bad signature, …)."""
+
+
+class MissingExtra(StreamAppConfigurationError):
+    """A feature was used whose pip extra (streamapp[redis], [postgres], [metrics]) is missing."""

@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from . import metrics, monitoring, protocol
 from .access import allowed, denial
-from .exceptions import UnknownTask
+from .exceptions import StreamAppConfigurationError, UnknownTask
 from .keys import aget_task, canonical_key, stream_task_model
 from .positions import task_state
 from .readiness import readiness_problems, report
@@ -42,7 +42,10 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
     """
     if monitoring.restricted() and not monitoring.may_read(request):
         return HttpResponse("metrics are not public\n", status=403, content_type="text/plain")
-    body, content_type = await sync_to_async(metrics.exposition, thread_sensitive=False)()
+    try:
+        body, content_type = await sync_to_async(metrics.exposition, thread_sensitive=False)()
+    except StreamAppConfigurationError as exc:  # no streamapp[metrics], or a bad multiprocess dir
+        return HttpResponse(str(exc), content_type="text/plain", status=501)
     return HttpResponse(body, content_type=content_type)
 
 

@@ -3,8 +3,9 @@
 ``StreamAppMiddlewareStack`` wraps the project's WebSocket router: foreign Origins refused,
 handshake floods turned away before any session lookup, then the session user, replaced by a
 bearer token's user when the client sends one, then the user's (or the anonymous address's)
-handshake and open-socket limits; outermost, daphne's transport put in the scope (it needs
-daphne's own ``send``).
+handshake and open-socket limits; a path no route matches refused with 4404;
+outermost, the socket's send backlog put in the scope (it needs the server's own ``send``).
+``lifespan`` is the ASGI lifespan application for uvicorn and hypercorn.
 """
 
 from __future__ import annotations
@@ -14,19 +15,35 @@ from typing import Any
 from channels.auth import AuthMiddlewareStack
 
 from .handshakes import ConnectionRateLimitMiddleware, SocketLimitMiddleware
+from .lifecycle import lifespan
+from .notfound import RouteNotFoundMiddleware
 from .origin import AllowedHostsOriginValidator
 from .tokenauth import TokenAuthMiddleware
 from .transport import TransportMiddleware
+from .wiring import STACK_KEY
 
-__all__ = ["StreamAppMiddlewareStack"]
+__all__ = ["StreamAppMiddlewareStack", "StreamAppStack", "lifespan"]
 
 
-def StreamAppMiddlewareStack(inner: Any) -> Any:  # noqa: N802 - named like channels' stacks
-    """Origin check, handshake limits, session and token authentication, transport adapter."""
-    return TransportMiddleware(
-        AllowedHostsOriginValidator(
-            ConnectionRateLimitMiddleware(
-                AuthMiddlewareStack(TokenAuthMiddleware(SocketLimitMiddleware(inner)))
+class StreamAppStack:
+    """The whole stack around ``inner``; ``manage.py check`` looks for it in ASGI_APPLICATION."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.application = TransportMiddleware(
+            AllowedHostsOriginValidator(
+                ConnectionRateLimitMiddleware(
+                    AuthMiddlewareStack(
+                        TokenAuthMiddleware(SocketLimitMiddleware(RouteNotFoundMiddleware(inner)))
+                    )
+                )
             )
         )
-    )
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        return await self.application({**scope, STACK_KEY: True}, receive, send)
+
+
+def StreamAppMiddlewareStack(inner: Any) -> StreamAppStack:  # noqa: N802 - named like channels'
+    """Origin check, handshake limits, session and token authentication, transport adapter."""
+    return StreamAppStack(inner)

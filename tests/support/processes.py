@@ -78,7 +78,7 @@ class ServerProcess:
     def launch(self):
         """Start the process without waiting for it (see ``start_all``)."""
         self.process = subprocess.Popen(
-            self.command(), cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
+            self.command(), cwd=getattr(self, "cwd", ROOT), env=self.env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)

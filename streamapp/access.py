@@ -11,13 +11,18 @@ from asgiref.sync import sync_to_async
 logger = logging.getLogger("streamapp.access")
 
 
-async def allowed(check: Callable[[Any], Any], user: Any) -> bool:
-    """Run a permission hook in a thread (it may query the database); a hook that raises denies."""
+def permits(check: Callable[[Any], Any], user: Any) -> bool:
+    """Run a permission hook here (it may query the database); a hook that raises denies."""
     try:
-        return bool(await sync_to_async(check)(user))
+        return bool(check(user))
     except Exception:  # noqa: BLE001 - fail closed, loudly: a broken hook must not grant access
         logger.exception("permission hook raised; access denied hook=%s", check)
         return False
+
+
+async def allowed(check: Callable[[Any], Any], user: Any) -> bool:
+    """``permits`` in a thread, for async callers."""
+    return await sync_to_async(permits)(check, user)
 
 
 def denial(message: str, token_problem: str | None) -> str:

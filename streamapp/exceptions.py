@@ -62,3 +62,7 @@ class InvalidToken(StreamAppError):
 
 class MissingExtra(StreamAppConfigurationError):
     """A feature was used whose pip extra (streamapp[redis], [postgres], [metrics]) is missing."""
+
+
+class BadQuery(StreamAppError, ValueError):
+    """An HTTP query parameter is malformed; the message names it and what was expected."""

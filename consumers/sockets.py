@@ -4,6 +4,12 @@ The fast path reads one way: the process's hub (hub.py) hands a layer message to
 (here), the socket to its subscription (subscription.py), the subscription to the socket's
 outlet (outlet.py), and the outlet to daphne's transport. Consumers never write task state:
 starting and cancelling go through the coordinator.
+
+Whatever a client sends, it gets an answer in protocol: a bad frame its error frame, and a
+failure of ours (a bug, a database outage) a ``server_error`` frame and close 1011 (4011 under
+daphne), never a bare 1011 with every subscription dropped unexplained. What a socket holds (the
+sockets gauge, its subscriptions, its upkeep, its place in the revocation watch) is given back
+once, in a ``finally``, however the consumer ends.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from streamapp import metrics, protocol
@@ -19,17 +26,27 @@ from streamapp.access import allowed, denial
 from streamapp.asgi.wiring import note_connection
 from streamapp.conf import app_settings
 from streamapp.coordinator import coordinator
+from streamapp.credentials import Credential, credential_of, recheck
 from streamapp.handover import open_sockets
 from streamapp.models import Status, StreamTask
+from streamapp.positions import Position
 
 from .hub import HubFeed
-from .limits import SocketLimits
+from .limits import REFUSALS, SocketLimits
 from .outlet import SocketOutlet
 from .protocol import Action, ProtocolError, parse
+from .revocation import watch
 from .subscription import Subscription
 from .upkeep import Upkeep
 
 logger = logging.getLogger("streamapp.consumers")
+
+
+def who(user: Any) -> str:
+    """How a cancel's final state names the client that asked for it."""
+    if getattr(user, "is_authenticated", False):
+        return str(user.get_username())
+    return "an anonymous client"
 
 
 class TaskSocketConsumer(AsyncWebsocketConsumer):
@@ -37,26 +54,58 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
 
     # No channel per socket: live news comes from the process's fan-out hub (hub.py).
     channel_layer_alias = None
-    upkeep: Upkeep | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.subscriptions: dict[str, Subscription] = {}
+        self.upkeep: Upkeep | None = None
+        self.credential: Credential | None = None
+        self.counted = False  # in the sockets gauge
+        self.accepted = False
+        self.closing = False
+        self.released = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:  # however the consumer ends (even cancelled or crashed), nothing stays behind
-            open_sockets.discard(self)
-            if self.upkeep is not None:
-                await self.upkeep.stop()
-                await self.unsubscribe_all()
+            await self.release()
+
+    async def release(self) -> None:
+        """Give back what the socket holds, once."""
+        if self.released:
+            return
+        self.released = True
+        open_sockets.discard(self)
+        if self.counted:
+            metrics.SOCKETS_CONNECTED.dec()
+        if self.credential is not None:
+            watch().discard(self)
+        if self.upkeep is not None:
+            await self.upkeep.stop()
+        await self.unsubscribe_all()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Run the handler; a failure of ours closes the socket in protocol (server_error)."""
+        try:
+            await super().dispatch(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            logger.exception("socket failed handling %s", message.get("type"))
+            await self.fail()
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
-        self.subscriptions: dict[str, Subscription] = {}
         self.user = self.scope.get("user")
         unread_token = note_connection(self.scope)
         if unread_token is not None:
             self.scope["token_error"] = unread_token
         metrics.SOCKETS_CONNECTED.inc()
+        self.counted = True
+        self.credential = credential_of(self.scope)
+        if self.credential is not None:
+            watch().add(self)
         self.limits = SocketLimits()
-        self.closing = False
         self.feed = HubFeed(self)
         self.outlet = SocketOutlet.for_socket(
             self.scope, lambda text: self.send(text_data=text), app_settings.SEND_BUFFER_BYTES
@@ -65,6 +114,10 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         self.upkeep.start()
         open_sockets.add(self)
         await super().websocket_connect(message)
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        await super().accept(subprotocol, headers)
+        self.accepted = True
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -110,6 +163,41 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
             return None
         return self.close_now(code)
 
+    async def fail(self) -> None:
+        """Our failure: say so, close 1011 (4011 under daphne); the client resumes with since."""
+        if self.closing:
+            raise StopConsumer  # a close is under way: nothing more can be said
+        try:
+            if not self.accepted:
+                await self.accept()
+            error = protocol.error(
+                protocol.SERVER_ERROR, "the server failed handling this socket; reconnect"
+            )
+            await self.send(text_data=protocol.encode(error))  # the outlet may be what failed
+            await self.close_now(protocol.CLOSE_SERVER_ERROR)
+        except Exception:
+            logger.warning("could not close a failed socket in protocol", exc_info=True)
+            raise StopConsumer from None
+
+    async def revoke(self, reason: str) -> None:
+        """The user's sign-in no longer holds: say why and close 4403 (revocation.py)."""
+        if self.closing:
+            return
+        logger.info("closing a socket whose sign-in no longer holds reason=%s", reason)
+        await self.send_frame(protocol.error("forbidden", f"you are no longer signed in: {reason}"))
+        await self.close_now(protocol.CLOSE_FORBIDDEN)
+
+    async def current_user(self, key: str | None = None) -> Any:
+        """The socket's user, checked afresh (one indexed query); refused when revoked."""
+        if self.credential is None:
+            return self.user  # anonymous: nothing to revoke
+        user, reason = await recheck(self.credential)
+        if reason is not None:
+            raise ProtocolError("forbidden", f"you are no longer signed in: {reason}", key,
+                                close=True)
+        self.user = user
+        return user
+
     async def close_slow(self) -> None:
         """The client has not read for SLOW_CLIENT_SECONDS: what it missed stays in the log."""
         client = self.scope.get("client") or ("?", "?")
@@ -119,10 +207,16 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
 
     # -- subscriptions ----------------------------------------------------------------------
 
-    async def subscribe(self, task: StreamTask, since: int | None) -> Subscription | None:
-        """Check access, subscribe and replay; start a pending task when AUTO_START is on."""
+    async def subscribe(
+        self, task: StreamTask, since: int | None, recheck_user: bool = True
+    ) -> Subscription | None:
+        """Check the user and access, subscribe and replay; start a pending task (AUTO_START).
+
+        ``recheck_user`` False: the handshake has just checked the user (the one-task endpoint).
+        """
         key = task.task_key
-        if not await allowed(task.can_subscribe, self.user):
+        user = await self.current_user(key) if recheck_user else self.user
+        if not await allowed(task.can_subscribe, user):
             raise ProtocolError("forbidden", self.denied(f"you may not watch {key}"), key)
         old = self.subscriptions.pop(key, None)
         if old is not None:
@@ -133,6 +227,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
             await self.send_frame(note)
         if subscription.status == Status.PENDING and app_settings.AUTO_START:
             await coordinator.start_task(task)
+        self.limits.granted()
         return subscription
 
     async def unsubscribe_all(self) -> None:
@@ -141,32 +236,52 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         self.subscriptions.clear()
 
     async def cancel(self, task: StreamTask) -> None:
-        if not await allowed(task.can_cancel, self.user):
+        user = await self.current_user(task.task_key)
+        if not await allowed(task.can_cancel, user):
             raise ProtocolError(
                 "forbidden", self.denied(f"you may not cancel {task.task_key}"), task.task_key
             )
-        await coordinator.cancel_task(task)
+        await coordinator.cancel_task(task, reason=f"cancelled by {who(user)}")
+        self.limits.granted()
 
     # -- client frames ----------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
             return  # the close is sent: nothing may follow it
+        if not self.limits.admit():
+            metrics.rate_limited("messages")
+            if self.limits.flooded():
+                logger.info("closing a socket that kept flooding")
+                await self.refuse("rate_limited", "too many frames; slow down")
+            else:
+                await self.send_frame(protocol.error("rate_limited", "too many frames; slow down"))
+            return
         try:
-            if not self.limits.admit():
-                metrics.rate_limited("messages")
-                raise ProtocolError("rate_limited", "too many frames; slow down")
             action = parse(text_data, bytes_data, app_settings.MAX_CLIENT_FRAME_BYTES)
             if action.name == "ping":
                 await self.send_text(protocol.PONG)
             else:
                 await self.act(action)
         except ProtocolError as exc:
-            if self.limits.must_close(exc.code):
-                logger.info("closing a misbehaving socket code=%s", exc.code)
-                await self.refuse(exc.code, exc.message, exc.task)
-            else:
-                await self.send_frame(protocol.error(exc.code, exc.message, exc.task))
+            await self.answer(exc)
+
+    async def answer(self, exc: ProtocolError) -> None:
+        """The error frame; then the close, when the error or the socket's record calls for it."""
+        await self.send_frame(protocol.error(exc.code, exc.message, exc.task))
+        if exc.close:
+            await self.close_now(protocol.CLOSE_CODES[exc.code])
+        elif self.limits.must_close(exc.code):
+            code = exc.code
+            if code in REFUSALS:
+                metrics.rate_limited("refusals")
+                if code != "rate_limited":
+                    await self.send_frame(protocol.error(
+                        "rate_limited", "too many refused subscribes and cancels; closing"
+                    ))
+                code = "rate_limited"
+            logger.info("closing a misbehaving socket code=%s", code)
+            await self.close_now(protocol.CLOSE_CODES[code])
 
     async def act(self, action: Action) -> None:
         raise NotImplementedError
@@ -198,11 +313,15 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
             await subscription.on_state(message)
             await self.progressed(subscription)
 
+    async def recheck(self, key: str, position: Position) -> None:
+        """The layer was away and is back: repair ``key``'s subscription if it missed news."""
+        subscription = self.subscriptions.get(key)
+        if subscription is not None and subscription.missed(position):
+            await subscription.converge(position)
+            await self.progressed(subscription)
+
     async def progressed(self, subscription: Subscription) -> None:
         """Hook: ``subscription`` may have sent frames (its final state, for one)."""
 
     async def disconnect(self, code: int) -> None:
-        metrics.SOCKETS_CONNECTED.dec()
-        if self.upkeep is not None:
-            await self.upkeep.stop()
-        await self.unsubscribe_all()
+        await self.release()

@@ -40,13 +40,20 @@ class Unreachable(StreamAppError):
 
 
 class ProtocolError(StreamAppError):
-    """A client frame broke the wire protocol; ``code`` is the error frame's code."""
+    """A client frame broke the wire protocol; ``code`` is the error frame's code.
 
-    def __init__(self, code: str, message: str, task: str | None = None) -> None:
+    ``close``: the socket must close after the error frame, whatever its limits say (a client
+    whose sign-in no longer holds).
+    """
+
+    def __init__(
+        self, code: str, message: str, task: str | None = None, close: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.task = task
+        self.close = close
 
 
 class InvalidToken(StreamAppError):

@@ -9,6 +9,8 @@ from typing import Any
 
 from . import protocol
 from .eventlog import store
+from .exceptions import UnknownTask
+from .keys import split_key
 from .models import StreamTask
 
 
@@ -45,3 +47,15 @@ async def positions(tasks: Sequence[StreamTask]) -> dict[str, Position]:
             key = keys[pk]
             found[key] = Position(revision, status, max(last_seq, tops.get(key, 0)))
     return found
+
+
+async def positions_by_key(keys: Sequence[str]) -> dict[str, Position]:
+    """``positions`` of the tasks named by ``keys``; keys of no task are left out."""
+    tasks = []
+    for key in keys:
+        try:
+            model, pk = split_key(key)
+        except UnknownTask:
+            continue
+        tasks.append(model(pk=pk))  # the key's model and pk are all positions reads
+    return await positions(tasks) if tasks else {}

@@ -8,12 +8,12 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_safe
 
-from . import metrics, protocol
+from . import metrics, monitoring, protocol
 from .access import allowed, denial
 from .exceptions import BadQuery, StreamAppConfigurationError, UnknownTask
 from .keys import aget_task, canonical_key, stream_task_model
 from .positions import task_state
-from .readiness import readiness_problems
+from .readiness import readiness_problems, report
 from .tasklist import list_tasks, parse_query
 from .tokens import aauthenticate, bearer_from_header
 
@@ -24,15 +24,28 @@ async def health(request: HttpRequest) -> HttpResponse:
 
 
 async def ready(request: HttpRequest) -> HttpResponse:
-    """Readiness: the database and the channel layer both answer."""
+    """Readiness: the database and the channel layer both answer.
+
+    The public answer is ok or unavailable; the reasons go to the log, and to clients that may
+    read /metrics (streamapp/monitoring.py).
+    """
     problems = await readiness_problems()
-    if problems:
-        return JsonResponse({"ready": False, "problems": problems}, status=503)
-    return JsonResponse({"ready": True})
+    report(problems)
+    if not problems:
+        return JsonResponse({"ready": True, "status": "ok"})
+    body: dict[str, object] = {"ready": False, "status": "unavailable"}
+    if monitoring.restricted() and monitoring.may_read(request):
+        body["problems"] = problems
+    return JsonResponse(body, status=503)
 
 
 async def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus exposition; collected in a thread (multiprocess mode reads files)."""
+    """Prometheus exposition; collected in a thread (multiprocess mode reads files).
+
+    Limited by METRICS_ALLOWED_ADDRESSES / METRICS_TOKEN when either is set (403 otherwise).
+    """
+    if monitoring.restricted() and not monitoring.may_read(request):
+        return HttpResponse("metrics are not public\n", status=403, content_type="text/plain")
     try:
         body, content_type = await sync_to_async(metrics.exposition, thread_sensitive=False)()
     except StreamAppConfigurationError as exc:  # no streamapp[metrics], or a bad multiprocess dir

@@ -2,7 +2,8 @@
 
 ``StreamAppMiddlewareStack`` wraps the project's WebSocket router: foreign Origins refused,
 handshake floods turned away before any session lookup, then the session user, replaced by a
-bearer token's user when the client sends one; a path no route matches refused with 4404;
+bearer token's user when the client sends one, then the user's (or the anonymous address's)
+handshake and open-socket limits; a path no route matches refused with 4404;
 outermost, the socket's send backlog put in the scope (it needs the server's own ``send``).
 ``lifespan`` is the ASGI lifespan application for uvicorn and hypercorn.
 """
@@ -13,7 +14,7 @@ from typing import Any
 
 from channels.auth import AuthMiddlewareStack
 
-from .handshakes import ConnectionRateLimitMiddleware
+from .handshakes import ConnectionRateLimitMiddleware, SocketLimitMiddleware
 from .lifecycle import lifespan
 from .notfound import RouteNotFoundMiddleware
 from .origin import AllowedHostsOriginValidator
@@ -32,7 +33,9 @@ class StreamAppStack:
         self.application = TransportMiddleware(
             AllowedHostsOriginValidator(
                 ConnectionRateLimitMiddleware(
-                    AuthMiddlewareStack(TokenAuthMiddleware(RouteNotFoundMiddleware(inner)))
+                    AuthMiddlewareStack(
+                        TokenAuthMiddleware(SocketLimitMiddleware(RouteNotFoundMiddleware(inner)))
+                    )
                 )
             )
         )

@@ -221,36 +221,6 @@ async def test_leaving_twice_or_unknown_changes_nothing():
     assert layer.changes == [("add", GROUP), ("discard", GROUP)]
 
 
-async def test_a_socket_that_left_while_its_join_waited_is_not_joined():
-    """The join waits for the membership lock; the socket leaves meanwhile: no membership."""
-    layer = Layer()
-    hub = FanOutHub(layer)
-    other, listener = Listener(), Listener()
-    await hub.join("app.model.2", other)
-    async with hub._membership:
-        joining = asyncio.create_task(hub.join(KEY, listener))
-        await asyncio.sleep(0)  # the join has added the listener and waits for the lock
-        assert listener in hub.listeners[KEY]
-        leaving = asyncio.create_task(hub.leave(KEY, listener))
-        await asyncio.sleep(0)
-    await asyncio.wait_for(asyncio.gather(joining, leaving), timeout=5)
-    assert ("add", GROUP) not in layer.changes and layer.members(GROUP) == set()
-    await hub.leave("app.model.2", other)
-
-
-async def test_a_failed_join_is_logged_and_tried_again_at_the_next_join(caplog):
-    layer = Layer(fail=True)
-    hub = FanOutHub(layer)
-    listener = Listener()
-    with caplog.at_level(logging.WARNING, logger="streamapp.consumers"):
-        await hub.join(KEY, listener)
-    assert f"group_add failed key={KEY}" in caplog.text
-    layer.fail = False
-    await hub.join(KEY, listener)  # not trusted: the first never happened
-    assert layer.changes == [("add", GROUP)] * 2 and layer.members(GROUP) == {hub.channel}
-    await hub.leave(KEY, listener)
-
-
 # -- delivering --------------------------------------------------------------------------------
 
 
@@ -289,28 +259,6 @@ async def test_the_socket_says_whether_each_message_can_go_out_at_once():
     assert listener.taken == [news(seq=1)]
     await asyncio.wait_for(asyncio.gather(*hub._deferred), timeout=5)
     assert listener.taken == [news(seq=1), news(seq=5)]
-
-
-async def test_a_failing_receive_is_logged_as_the_hub_and_reading_goes_on(caplog):
-    failed = asyncio.Event()
-
-    class Flaky(Layer):
-        async def receive(self, channel):
-            if not failed.is_set():
-                failed.set()
-                raise ConnectionError("the layer is away")
-            return await super().receive(channel)
-
-    layer = Flaky()
-    hub = FanOutHub(layer)
-    listener = Listener()
-    with caplog.at_level(logging.WARNING, logger="streamapp.broadcast"):
-        await hub.join(KEY, listener)
-        await asyncio.wait_for(failed.wait(), timeout=5)
-        await layer.group_send(GROUP, news())
-        await asyncio.wait_for(listener.got_news.wait(), timeout=5)
-    assert "fan-out hub receive failed" in caplog.text
-    await hub.leave(KEY, listener)
 
 
 async def test_a_socket_that_must_wait_does_not_hold_up_the_others():

@@ -11,13 +11,17 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
+from streamapp.eventlog import store
+from streamapp.eventlog.store import LoggedEvent
+from streamapp.exceptions import LeaseLost
 from streamapp.models import Status
 from streamapp.runner import leases
+from tests.runnerapp.models import RetryTask
 from tests.testapp.models import StepTask
 
 # Flushing only these apps' tables after each test keeps a test to milliseconds.
 pytestmark = pytest.mark.django_db(
-    transaction=True, available_apps=["streamapp", "tests.testapp"]
+    transaction=True, available_apps=["streamapp", "tests.testapp", "tests.runnerapp"]
 )
 
 ME, OTHER = "host:1:me", "host:2:other"
@@ -28,9 +32,10 @@ async def row(task):
     return await StepTask.objects.aget(pk=task.pk)
 
 
-async def running(owner=ME, expires_in=30.0, **fields):
-    task = await StepTask.objects.acreate(**fields)
-    assert await leases.claim(task, owner, expires_in)
+async def running(owner=ME, expires_in=30.0, model=StepTask, **fields):
+    task = await model.objects.acreate(**fields)
+    task.lease = await leases.claim(task, owner, expires_in)
+    assert task.lease is not None
     return task
 
 
@@ -41,7 +46,9 @@ def near(moment, seconds):
 
 async def test_claiming_a_pending_task_makes_it_running_under_the_lease():
     task = await StepTask.objects.acreate(final_value=1, error=ERROR)
-    assert await leases.claim(task, ME, 30.0)
+    lease = await leases.claim(task, ME, 30.0)
+    assert (lease.model, lease.pk, lease.owner, lease.attempt) == (StepTask, task.pk, ME, 1)
+    assert str(lease) == f"testapp.steptask.{task.pk} owner={ME} attempt=1"
     for seen in (task, await row(task)):  # the caller's instance is refreshed
         assert (seen.status, seen.lease_owner, seen.attempts, seen.revision) == (
             Status.RUNNING, ME, 1, 1,
@@ -52,8 +59,9 @@ async def test_claiming_a_pending_task_makes_it_running_under_the_lease():
 
 async def test_a_task_can_be_claimed_again_once_it_ended_and_counts_its_attempts():
     task = await running()
-    assert await leases.finish(task, ME, Status.FAILED, last_seq=0, error=ERROR)
-    assert await leases.claim(task, OTHER, 60.0)
+    await leases.finish(task.lease, Status.FAILED, last_seq=0, error=ERROR)
+    again = await leases.claim(task, OTHER, 60.0)
+    assert again.attempt == 2 and again != task.lease
     seen = await row(task)
     assert (seen.status, seen.lease_owner, seen.attempts, seen.revision) == (
         Status.RUNNING, OTHER, 2, 3,
@@ -65,34 +73,46 @@ async def test_a_running_task_cannot_be_claimed_and_the_instance_is_left_alone()
     task = await running()
     stale = await StepTask.objects.aget(pk=task.pk)
     stale.label = "unsaved"
-    assert not await leases.claim(stale, OTHER, 30.0)
+    assert await leases.claim(stale, OTHER, 30.0) is None
     assert stale.label == "unsaved" and (await row(task)).lease_owner == ME
 
 
 async def test_a_worker_claims_only_from_the_statuses_it_names():
     task = await StepTask.objects.acreate(status=Status.FAILED)
-    assert not await leases.claim(task, ME, 30.0, statuses=(Status.PENDING,))
+    assert await leases.claim(task, ME, 30.0, statuses=(Status.PENDING,)) is None
     assert (await row(task)).status == Status.FAILED
-    assert await leases.claim(task, ME, 30.0, statuses=(Status.FAILED,))
+    assert await leases.claim(task, ME, 30.0, statuses=(Status.FAILED,)) is not None
 
 
 async def test_renew_extends_the_lease_of_its_owner_only():
     task = await running(expires_in=1.0)
-    assert await leases.renew(task, ME, 90.0)
+    await leases.renew(task.lease, 90.0)
     assert near((await row(task)).lease_expires_at, 90)
-    assert not await leases.renew(task, OTHER, 500.0)
+    stranger = leases.Lease(StepTask, task.pk, OTHER, task.lease.attempt)
+    with pytest.raises(LeaseLost, match="the lease is gone; not renewed"):
+        await leases.renew(stranger, 500.0)
     assert near((await row(task)).lease_expires_at, 90)
 
 
 async def test_renew_fails_once_the_task_is_no_longer_running():
     task = await running()
     await StepTask.objects.filter(pk=task.pk).aupdate(status=Status.COMPLETED)
-    assert not await leases.renew(task, ME, 90.0)
+    with pytest.raises(LeaseLost):
+        await leases.renew(task.lease, 90.0)
+
+
+async def test_a_lease_of_an_earlier_attempt_is_gone_even_for_the_same_owner():
+    task = await running()
+    first = task.lease
+    await leases.finish(first, Status.FAILED, last_seq=0, error=ERROR)
+    await leases.claim(task, ME, 30.0)  # this same process runs it again
+    with pytest.raises(LeaseLost):
+        await leases.renew(first, 90.0)
 
 
 async def test_finish_records_the_outcome_and_lets_go_of_the_lease():
     task = await running()
-    assert await leases.finish(task, ME, Status.COMPLETED, last_seq=7, final_value={"rows": 3})
+    await leases.finish(task.lease, Status.COMPLETED, last_seq=7, final_value={"rows": 3})
     seen = await row(task)
     assert (seen.status, seen.last_seq, seen.final_value, seen.error, seen.revision) == (
         Status.COMPLETED, 7, {"rows": 3}, None, 2,
@@ -103,20 +123,23 @@ async def test_finish_records_the_outcome_and_lets_go_of_the_lease():
 
 async def test_finish_as_pending_again_is_not_completed():
     task = await running()
-    assert await leases.finish(task, ME, Status.PENDING, last_seq=2, error=ERROR)
+    await leases.finish(task.lease, Status.PENDING, last_seq=2, error=ERROR)
     seen = await row(task)
     assert (seen.status, seen.error, seen.completed_at) == (Status.PENDING, ERROR, None)
 
 
 async def test_finish_by_a_worker_that_lost_the_lease_changes_nothing():
     task = await running()
-    assert not await leases.finish(task, OTHER, Status.FAILED, last_seq=9, error=ERROR)
+    stranger = leases.Lease(StepTask, task.pk, OTHER, task.lease.attempt)
+    with pytest.raises(LeaseLost, match="the lease is gone; outcome .* not recorded"):
+        await leases.finish(stranger, Status.FAILED, last_seq=9, error=ERROR)
     seen = await row(task)
     assert (seen.status, seen.lease_owner, seen.last_seq, seen.revision) == (
         Status.RUNNING, ME, 0, 1,
     )
     await StepTask.objects.filter(pk=task.pk).aupdate(status=Status.FAILED)
-    assert not await leases.finish(task, ME, Status.COMPLETED, last_seq=9)
+    with pytest.raises(LeaseLost):
+        await leases.finish(task.lease, Status.COMPLETED, last_seq=9)
     assert (await row(task)).status == Status.FAILED
 
 
@@ -125,6 +148,7 @@ async def test_cancel_pending_cancels_only_a_task_nobody_runs():
     assert await leases.cancel_pending(task)
     seen = await row(task)
     assert (seen.status, seen.revision) == (Status.CANCELLED, 1) and near(seen.completed_at, 0)
+    assert seen.error is None
     assert not await leases.cancel_pending(task)
     busy = await running()
     assert not await leases.cancel_pending(busy)
@@ -153,7 +177,9 @@ async def test_requeue_leaves_other_statuses_alone():
 
 async def test_expire_fails_a_running_task_whose_lease_ran_out():
     task = await running(expires_in=-1.0)
-    assert await leases.expire(task, retry=False, last_seq=4, error=ERROR)
+    await store.append(task.task_key, [LoggedEvent(seq, "s", "{}", task.started_at)
+                                       for seq in (1, 2, 3, 4)])
+    assert await leases.expire(task, error=ERROR) == leases.Expired(retry=False, last_seq=4)
     seen = await row(task)
     assert (seen.status, seen.error, seen.last_seq, seen.revision) == (
         Status.FAILED, ERROR, 4, 2,
@@ -161,10 +187,16 @@ async def test_expire_fails_a_running_task_whose_lease_ran_out():
     assert seen.lease_owner == "" and seen.lease_expires_at is None and near(seen.completed_at, 0)
 
 
-async def test_expire_with_retry_makes_it_pending_again():
+async def test_expire_keeps_the_row_last_seq_when_the_log_has_less():
     task = await running(expires_in=-1.0)
-    assert await leases.expire(task, retry=True, last_seq=4, error=ERROR)
-    seen = await row(task)
+    await StepTask.objects.filter(pk=task.pk).aupdate(last_seq=6)
+    assert (await leases.expire(task, error=ERROR)).last_seq == 6
+
+
+async def test_expire_with_attempts_left_makes_it_pending_again():
+    task = await running(expires_in=-1.0, model=RetryTask)
+    assert (await leases.expire(task, error=ERROR)).retry
+    seen = await RetryTask.objects.aget(pk=task.pk)
     assert (seen.status, seen.error, seen.completed_at, seen.lease_owner) == (
         Status.PENDING, ERROR, None, "",
     )
@@ -172,9 +204,9 @@ async def test_expire_with_retry_makes_it_pending_again():
 
 async def test_expire_leaves_a_live_lease_or_an_ended_task_alone():
     task = await running(expires_in=30.0)
-    assert not await leases.expire(task, retry=False, last_seq=4, error=ERROR)
+    assert await leases.expire(task, error=ERROR) is None
     assert (await row(task)).status == Status.RUNNING
     ended = await running(expires_in=-1.0)
     await StepTask.objects.filter(pk=ended.pk).aupdate(status=Status.COMPLETED)
-    assert not await leases.expire(ended, retry=False, last_seq=4, error=ERROR)
+    assert await leases.expire(ended, error=ERROR) is None
     assert (await row(ended)).status == Status.COMPLETED

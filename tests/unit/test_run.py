@@ -7,11 +7,9 @@ never by sleeps (scripts/mutation runs these).
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import pytest
 from channels.layers import get_channel_layer
-from django.db import OperationalError
 
 from streamapp import broadcast
 from streamapp.eventlog import store
@@ -82,10 +80,12 @@ async def claimed(model=StepTask, timeout=None, process=None, on_failure=None, *
     for name, value in (("timeout", timeout), ("process", process), ("on_failure", on_failure)):
         if value is not None:
             setattr(task, name, value)
-    assert await leases.claim(task, OWNER, 30.0)
+    run = Run(task, OWNER, Control())
+    run.lease = await leases.claim(task, OWNER, 30.0)
+    assert run.lease is not None
     heard = Announcements(task.task_key)
     await heard.listen()
-    return task, Run(task, OWNER, Control()), heard
+    return task, run, heard
 
 
 async def until(condition, timeout=5.0):
@@ -138,8 +138,8 @@ async def test_a_run_goes_on_from_the_seq_the_log_has():
     await until(lambda: run.stream.seq >= 1)
     run.stop("cancel")
     await asyncio.wait_for(job, timeout=5)
-    assert await leases.claim(task, "host:2:other", 30.0)  # started again, elsewhere
-    again = Run(task, "host:2:other", ControlChannel(lambda message: None))
+    again = Run(task, "host:2:other", Control())
+    again.lease = await leases.claim(task, "host:2:other", 30.0)  # started again, elsewhere
     job = await started(again)
     again.context.deliver_signal("step", "go")
     again.context.deliver_signal("step", "stop")
@@ -291,57 +291,6 @@ def beating(settings, monkeypatch):
     return state
 
 
-async def test_the_heartbeat_renews_the_lease_for_lease_seconds(beating):
-    task, run, heard = await claimed()
-    await StepTask.objects.filter(pk=task.pk).aupdate(lease_expires_at=task.started_at)
-    job = await started(run)
-    assert await asyncio.wait_for(beating["renewals"].get(), timeout=5) == (True, 30.0)
-    await until(lambda: run.control.joins)  # after a renewal, the control membership too
-    assert run.control.joins[0] == task.task_key
-    seen = await row(task)
-    assert (seen.lease_expires_at - seen.started_at).total_seconds() > 25
-    run.context.deliver_signal("step", "stop")
-    await asyncio.wait_for(job, timeout=5)
-    assert (await row(task)).status == Status.COMPLETED
-
-
-async def test_a_lease_taken_by_another_worker_stops_the_run_and_it_records_nothing(beating):
-    task, run, heard = await claimed()
-    job = await started(run)
-    await StepTask.objects.filter(pk=task.pk).aupdate(lease_owner="host:9:sweeper-retried")
-    await asyncio.wait_for(job, timeout=5)
-    assert run.stop_reason == LEASE_LOST
-    seen = await row(task)
-    assert (seen.status, seen.lease_owner) == (Status.RUNNING, "host:9:sweeper-retried")
-    assert await heard.shape() == [("state", "running", 0)]
-
-
-async def test_failed_heartbeats_stop_the_run_once_the_lease_may_have_run_out(
-    beating, settings, caplog
-):
-    settings.STREAMAPP = {**settings.STREAMAPP, "LEASE_SECONDS": 0.05}
-    beating["fail"] = True
-    task, run, heard = await claimed()
-    job = await started(run)
-    await asyncio.wait_for(job, timeout=5)
-    assert run.stop_reason == LEASE_LOST and (await row(task)).status == Status.RUNNING
-    assert f"heartbeat failed key={task.task_key}" in caplog.text
-    assert beating["renewals"].qsize() >= 2  # it went on trying while the lease still held
-
-
-async def test_a_failed_heartbeat_within_the_lease_lets_the_run_go_on(beating):
-    beating["fail"] = True
-    task, run, heard = await claimed()
-    job = await started(run)
-    assert await asyncio.wait_for(beating["renewals"].get(), timeout=5) == "failed"
-    beating["fail"] = False
-    assert await asyncio.wait_for(beating["renewals"].get(), timeout=5) in ("failed", (True, 30.0))
-    run.context.deliver_signal("step", "stop")
-    await asyncio.wait_for(job, timeout=5)
-    assert run.stop_reason is None and (await row(task)).status == Status.COMPLETED
-
-
-
 # -- what goes wrong around process() --------------------------------------------------------
 
 
@@ -358,19 +307,6 @@ def failing_writes(monkeypatch):
 
     yield fail
     monkeypatch.setattr(store, "append", real_append)
-
-
-async def test_events_that_could_not_be_logged_fail_a_completed_run(failing_writes):
-    task, run, heard = await claimed()
-    job = await started(run)
-    failing_writes("append")
-    run.context.deliver_signal("step", "go")
-    run.context.deliver_signal("step", "stop")
-    await asyncio.wait_for(job, timeout=5)
-    seen = await row(task)
-    assert (seen.status, seen.error) == (
-        Status.FAILED, {"type": "RuntimeError", "message": "disk full"},
-    )
 
 
 async def test_a_failed_run_keeps_its_own_error_when_its_events_could_not_be_logged_either(
@@ -422,66 +358,3 @@ async def test_a_new_run_has_nothing_under_way():
     task, run, heard = await claimed()
     assert (run.stream, run.job, run.work, run.stop_reason) == (None, None, None, None)
     assert run.key == task.task_key and run.owner == OWNER
-
-
-async def test_transient_database_errors_are_retried_and_named(monkeypatch, caplog):
-    real_current_seq, real_finish, failed = store.current_seq, leases.finish, set()
-
-    async def current_seq(key):
-        if "position" not in failed:
-            failed.add("position")
-            raise OperationalError("restarting")
-        return await real_current_seq(key)
-
-    async def finish(*args, **kwargs):
-        if "finish" not in failed:
-            failed.add("finish")
-            raise OperationalError("restarting")
-        return await real_finish(*args, **kwargs)
-
-    monkeypatch.setattr(store, "current_seq", current_seq)
-    monkeypatch.setattr(leases, "finish", finish)
-    task, run, heard = await claimed()
-    job = await started(run)
-    run.context.deliver_signal("step", "stop")
-    await asyncio.wait_for(job, timeout=5)
-    assert (await row(task)).status == Status.COMPLETED
-    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
-    assert [m.split(" attempt")[0] for m in retries] == [
-        "database error, retrying what=event log position key=None",
-        f"database error, retrying what=final status key={task.task_key}",
-    ]
-
-
-async def test_a_heartbeat_retries_a_transient_error_twice_before_it_counts_as_failed(
-    beating, monkeypatch, caplog
-):
-    async def renew(task, owner, lease_seconds):
-        beating["renewals"].put_nowait("error")
-        raise OperationalError("restarting")
-
-    monkeypatch.setattr(leases, "renew", renew)
-    task, run, heard = await claimed()
-    with caplog.at_level(logging.WARNING, logger="streamapp.runner"):
-        job = await started(run)
-        await until(lambda: "heartbeat failed" in caplog.text)
-        run.context.deliver_signal("step", "stop")
-        await asyncio.wait_for(job, timeout=5)
-    messages = [r.getMessage() for r in caplog.records]
-    first_failure = next(i for i, m in enumerate(messages) if "heartbeat failed" in m)
-    assert [m.split(" attempt")[0] for m in messages[:first_failure]] == [
-        "database error, retrying what=heartbeat key=None",
-    ] * 2
-
-
-async def test_after_a_renewal_the_lease_holds_for_lease_seconds_more(beating):
-    task, run, heard = await claimed()
-    job = await started(run)
-    assert await asyncio.wait_for(beating["renewals"].get(), timeout=5) == (True, 30.0)
-    beating["fail"] = True  # the database goes away, well within the renewed lease
-    for _ in range(2):
-        assert await asyncio.wait_for(beating["renewals"].get(), timeout=5) == "failed"
-    beating["fail"] = False
-    run.context.deliver_signal("step", "stop")
-    await asyncio.wait_for(job, timeout=5)
-    assert run.stop_reason is None and (await row(task)).status == Status.COMPLETED

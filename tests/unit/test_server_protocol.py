@@ -56,7 +56,7 @@ def test_event_state_and_error_frames_have_the_fields_of_design_3():
 def test_close_codes_of_each_refusal():
     assert protocol.CLOSE_CODES == {
         "forbidden": 4403, "not_found": 4404, "too_large": 1009, "rate_limited": 4429,
-        "bad_request": 4400,
+        "bad_request": 4400, "server_error": 1011,
     }
 
 

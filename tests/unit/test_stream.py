@@ -11,7 +11,6 @@ import json
 
 import pytest
 from channels.layers import get_channel_layer
-from django.db import OperationalError
 from django.utils import timezone
 
 from streamapp import broadcast, protocol
@@ -155,7 +154,7 @@ async def test_an_event_at_the_size_limit_is_taken(settings):
 
 
 async def test_a_failed_write_fails_drain_and_every_later_emit(monkeypatch, caplog):
-    async def broken(key, batch):
+    async def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(store, "append", broken)
@@ -219,25 +218,6 @@ async def test_the_trim_step_is_a_whole_tenth_of_the_retention():
     await events.emit("step", 114)
     await events.drain()
     assert await store.oldest_seq(KEY) == 11
-
-
-async def test_a_transient_database_error_is_retried_and_named_in_the_log(monkeypatch, caplog):
-    real_append, failures = store.append, []
-
-    async def flaky(key, batch):
-        if not failures:
-            failures.append(key)
-            raise OperationalError("database restarting")
-        await real_append(key, batch)
-
-    monkeypatch.setattr(store, "append", flaky)
-    events = EventStream(KEY, 0)
-    await events.emit("step", 1)
-    await events.drain()
-    assert await store.current_seq(KEY) == 1
-    (record,) = [r for r in caplog.records if "retrying" in r.getMessage()]
-    assert "what=event log key=app.model.1 attempt=1" in record.getMessage()
-    assert record.task_key == KEY
 
 
 async def test_a_small_retention_trims_every_batch():

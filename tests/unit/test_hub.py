@@ -12,7 +12,16 @@ import logging
 import pytest
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
-from consumers.hub import DEFAULT_GROUP_EXPIRY, FanOutHub, HubFeed, hub_for, rejoin_interval
+from consumers.hub import (
+    DEFAULT_GROUP_EXPIRY,
+    REPAIR_FIRST_SECONDS,
+    REPAIR_MAX_SECONDS,
+    FanOutHub,
+    HubFeed,
+    backoff,
+    hub_for,
+    rejoin_interval,
+)
 from streamapp import broadcast
 
 KEY = "app.model.1"
@@ -26,6 +35,7 @@ class Layer(InMemoryChannelLayer):
         super().__init__(**kwargs)
         self.changes: list[tuple[str, str]] = []
         self.fail = fail
+        self.failing_discards = 0  # how many discards still to refuse
 
     async def group_add(self, group, channel):
         self.changes.append(("add", group))
@@ -35,6 +45,9 @@ class Layer(InMemoryChannelLayer):
 
     async def group_discard(self, group, channel):
         self.changes.append(("discard", group))
+        if self.failing_discards:
+            self.failing_discards -= 1
+            raise ConnectionError("the layer is away")
         await super().group_discard(group, channel)
 
     def members(self, group):
@@ -341,3 +354,91 @@ async def test_with_no_layer_a_feed_brings_no_news_and_fails_nothing(settings):
     assert feed.hub is None and feed.layer is None
     await feed.join(KEY)
     await feed.leave(KEY)
+
+
+
+# -- when the layer fails ----------------------------------------------------------------------
+
+
+def test_tries_back_off_from_soon_to_twice_a_second():
+    pauses = backoff()
+    firsts = [next(pauses) for _ in range(6)]
+    assert firsts[0] == REPAIR_FIRST_SECONDS == 0.05
+    assert firsts[:4] == [0.05, 0.1, 0.2, 0.4]
+    assert firsts[4:] == [REPAIR_MAX_SECONDS] * 2 == [0.5, 0.5]
+
+
+async def test_a_failed_discard_is_kept_and_retried_until_it_goes_through():
+    layer = Layer()
+    hub = FanOutHub(layer)
+    other, listener = Listener(), Listener()
+    await hub.join("app.model.2", other)  # keeps the hub and its channel
+    await hub.join(KEY, listener)
+    layer.failing_discards = 2
+    await hub.leave(KEY, listener)
+    assert layer.members(GROUP) == {hub.channel}  # still there: the discard failed
+    await asyncio.wait_for(hub._repair, timeout=5)
+    assert layer.members(GROUP) == set() and hub._stale == {}
+    assert layer.changes.count(("discard", GROUP)) == 3
+    await hub.leave("app.model.2", other)
+
+
+async def test_a_membership_made_again_is_not_undone_by_the_repair():
+    layer = Layer()
+    hub = FanOutHub(layer)
+    other, listener = Listener(), Listener()
+    await hub.join("app.model.2", other)
+    await hub.join(KEY, listener)
+    layer.failing_discards = 1
+    await hub.leave(KEY, listener)
+    await hub.join(KEY, listener)  # back before the repair ran, with the same channel
+    await asyncio.wait_for(hub._repair, timeout=5)
+    assert layer.members(GROUP) == {hub.channel} and hub._stale == {}
+    await layer.group_send(GROUP, news())
+    await asyncio.wait_for(listener.got_news.wait(), timeout=5)
+    await hub.leave(KEY, listener)
+    await hub.leave("app.model.2", other)
+
+
+async def test_a_half_made_membership_is_taken_out_on_leave():
+    layer = Layer(fail=True)
+    hub = FanOutHub(layer)
+    other, listener = Listener(), Listener()
+    layer.fail = False
+    await hub.join("app.model.2", other)
+    layer.fail = True
+    await hub.join(KEY, listener)  # the add failed
+    layer.fail = False
+    await hub.leave(KEY, listener)
+    assert ("discard", GROUP) in layer.changes  # the half-made add is taken out all the same
+    assert hub._repair is None
+    await hub.leave("app.model.2", other)
+
+
+async def test_after_the_layer_was_away_every_membership_is_made_again():
+    """A failed receive (Redis restarted and forgot the groups): once the layer answers, the hub
+    adds its channel to every watched task's group again."""
+    failed = asyncio.Event()
+
+    class Restarting(Layer):
+        async def receive(self, channel):
+            if not failed.is_set():
+                failed.set()
+                self.groups.clear()  # what a restarted Redis remembers
+                raise ConnectionError("the layer is away")
+            return await super().receive(channel)
+
+    layer = Restarting()
+    hub = FanOutHub(layer)
+    one, two = Listener(), Listener()
+    await hub.join(KEY, one)
+    await hub.join("app.model.2", two)
+    await asyncio.wait_for(failed.wait(), timeout=5)
+    await asyncio.sleep(0)  # the reader reports the failure
+    await asyncio.wait_for(hub._restore, timeout=5)
+    assert layer.members(GROUP) == {hub.channel}
+    assert layer.members(broadcast.task_group("app.model.2")) == {hub.channel}
+    await layer.group_send(GROUP, news())
+    await asyncio.wait_for(one.got_news.wait(), timeout=5)
+    await hub.leave(KEY, one)
+    await hub.leave("app.model.2", two)

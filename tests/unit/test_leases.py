@@ -210,3 +210,28 @@ async def test_expire_leaves_a_live_lease_or_an_ended_task_alone():
     await StepTask.objects.filter(pk=ended.pk).aupdate(status=Status.COMPLETED)
     assert await leases.expire(ended, error=ERROR) is None
     assert (await row(ended)).status == Status.COMPLETED
+
+
+async def test_cancel_pending_records_who_cancelled():
+    task = await StepTask.objects.acreate()
+    assert await leases.cancel_pending(task, error={"type": "Cancelled", "message": "by ann"})
+    assert (await row(task)).error == {"type": "Cancelled", "message": "by ann"}
+
+
+async def test_a_lease_holds_its_own_task_only():
+    """Two tasks of one worker, both on their first attempt: each lease writes its own row."""
+    mine, neighbour = await running(), await running()
+    await leases.finish(mine.lease, Status.COMPLETED, last_seq=1)
+    await leases.renew(neighbour.lease, 90.0)
+    seen = await row(neighbour)
+    assert seen.status == Status.RUNNING and near(seen.lease_expires_at, 90)
+    assert (await row(mine)).lease_expires_at is None
+
+
+async def test_expire_looks_at_its_own_task_only():
+    live = await running(expires_in=30.0)
+    expired = await running(expires_in=-1.0)
+    await StepTask.objects.filter(pk=expired.pk).aupdate(last_seq=9)
+    assert await leases.expire(live, error=ERROR) is None
+    assert (await row(live)).status == Status.RUNNING
+    assert (await leases.expire(expired, error=ERROR)).last_seq == 9

@@ -9,7 +9,17 @@ import json
 
 import pytest
 
-from consumers.protocol import MAX_SINCE, Action, ProtocolError, is_utf8, parse, parse_since
+from consumers.protocol import (
+    MAX_SINCE,
+    Action,
+    ProtocolError,
+    is_utf8,
+    kind,
+    parse,
+    parse_since,
+    shown,
+    since_from_query,
+)
 
 LIMIT = 64
 
@@ -131,3 +141,41 @@ def test_a_protocol_error_carries_its_code_message_and_task():
 def test_is_utf8():
     assert is_utf8("plain") and is_utf8("é✓")
     assert not is_utf8("\ud800")
+
+
+
+def test_kinds_are_named_as_a_javascript_client_knows_them():
+    assert [kind(v) for v in (None, True, 3, 1.5, "x", [1], {"a": 1})] == [
+        "null", "a boolean", "a number", "a number", "a string", "an array", "an object",
+    ]
+
+
+def test_values_are_shown_short_and_sendable():
+    assert shown("abc") == "'abc'"
+    assert shown("x" * 38) == "'" + "x" * 38 + "'"  # 40 characters: whole
+    assert shown("x" * 39) == "'" + "x" * 38 + "…"  # 41: cut to 40
+    assert len(shown("y" * 100)) == 40
+    assert shown("\ud800") == "'\\ud800'" and is_utf8(shown("\udfff" * 3))
+
+
+def test_wrong_values_are_named_by_kind_and_shown():
+    assert refused("[1, 2]") == ("bad_request", "a frame is a JSON object, got an array")
+    assert refused('{"action":"cancel","task":5}') == (
+        "bad_request", "task must be a string key, got a number"
+    )
+    with pytest.raises(ProtocolError) as caught:
+        parse_since(True)
+    assert caught.value.message == "since must be a whole number >= 0, got a boolean: True"
+    with pytest.raises(ProtocolError) as caught:
+        parse_since("4x")
+    assert caught.value.message == "since must be a whole number >= 0 in ASCII digits, got '4x'"
+
+
+def test_since_from_a_query_string_the_last_one_wins():
+    assert since_from_query(b"since=3") == 3
+    assert since_from_query(b"a=1&since=3&since=12") == 12
+    assert since_from_query(bytearray(b"since=7")) == 7
+    assert since_from_query(b"a=1") is None and since_from_query(b"") is None
+    assert since_from_query("since=3") is None  # not the raw bytes of a scope
+    with pytest.raises(ProtocolError):
+        since_from_query(b"since=\xe9")

@@ -14,10 +14,13 @@ from django.utils import timezone
 
 from streamapp.eventlog import store
 from streamapp.eventlog.store import LoggedEvent
+from streamapp.exceptions import LeaseLost
+from streamapp.runner import leases
+from tests.testapp.models import StepTask
 
 # Flushing only these apps' tables after each test keeps a test to milliseconds.
 pytestmark = pytest.mark.django_db(
-    transaction=True, available_apps=["streamapp"]
+    transaction=True, available_apps=["streamapp", "tests.testapp"]
 )
 
 KEY = "app.model.1"
@@ -120,3 +123,30 @@ async def test_keys_logged_before_a_time_by_prefix():
         "app.model.1", "app.model.4",
     ]
     assert await store.keys_logged_before("app.model.", old) == []
+
+
+async def test_a_batch_bigger_than_one_statement_is_stored_whole():
+    await store.append(KEY, events(1, 450))  # several INSERTs under SQLite's parameter limit
+    assert await store.count([KEY]) == 450 and await store.current_seq(KEY) == 450
+    assert await sync_to_async(store.last_logged_seq)(KEY) == 450
+    assert await sync_to_async(store.last_logged_seq)(OTHER) == 0
+
+
+async def test_a_fenced_batch_is_written_only_while_the_lease_holds():
+    task = await StepTask.objects.acreate()
+    lease = await leases.claim(task, "host:1:me", 30.0)
+    await store.append(task.task_key, events(1, 2), fence=lease.rows())
+    await StepTask.objects.filter(pk=task.pk).aupdate(lease_owner="host:2:other")
+    with pytest.raises(LeaseLost, match="the run's lease is gone; 3 events not logged"):
+        await store.append(task.task_key, events(3, 5), fence=lease.rows())
+    assert [s for s, _ in await store.since(task.task_key, 0)] == [1, 2]
+
+
+async def test_a_fenced_batch_of_many_statements_is_all_or_nothing():
+    task = await StepTask.objects.acreate()
+    lease = await leases.claim(task, "host:1:me", 30.0)
+    await store.append(task.task_key, events(1, 450), fence=lease.rows())
+    await StepTask.objects.filter(pk=task.pk).aupdate(status="failed")
+    with pytest.raises(LeaseLost):
+        await store.append(task.task_key, events(451, 900), fence=lease.rows())
+    assert await store.current_seq(task.task_key) == 450

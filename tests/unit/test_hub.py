@@ -23,6 +23,8 @@ from consumers.hub import (
     rejoin_interval,
 )
 from streamapp import broadcast
+from streamapp.positions import Position
+from tests.testapp.models import StepTask
 
 KEY = "app.model.1"
 GROUP = broadcast.task_group(KEY)
@@ -71,6 +73,19 @@ class Listener:
             await self.release.wait()
         self.taken.append(message)
         self.got_news.set()
+
+
+class Rechecking(Listener):
+    """Also records the positions it is asked to re-check its tasks from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rechecked: list[tuple[str, Position]] = []
+        self.recheck_done = asyncio.Event()
+
+    async def recheck(self, key, position):
+        self.rechecked.append((key, position))
+        self.recheck_done.set()
 
 
 class Broken(Listener):
@@ -442,3 +457,53 @@ async def test_after_the_layer_was_away_every_membership_is_made_again():
     await asyncio.wait_for(one.got_news.wait(), timeout=5)
     await hub.leave(KEY, one)
     await hub.leave("app.model.2", two)
+
+
+
+class Restarting(Layer):
+    """Its first receive fails as a restarted Redis would (the groups forgotten); its next
+    ``failing_adds`` group_adds fail too."""
+
+    def __init__(self, failing_adds: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.restarted = asyncio.Event()
+        self.failing_adds = failing_adds
+
+    async def receive(self, channel):
+        if not self.restarted.is_set():
+            self.restarted.set()
+            self.groups.clear()
+            raise ConnectionError("the layer is away")
+        return await super().receive(channel)
+
+    async def group_add(self, group, channel):
+        if self.restarted.is_set() and self.failing_adds:
+            self.failing_adds -= 1
+            self.changes.append(("add", group))
+            raise ConnectionError("still away")
+        await super().group_add(group, channel)
+
+
+@pytest.mark.django_db(transaction=True, available_apps=["streamapp", "tests.testapp"])
+async def test_after_the_layer_was_away_each_socket_rechecks_its_task_from_the_database():
+    """What was published while the layer was away is lost: each socket is handed its task's
+    position, read once the memberships are back, to repair from."""
+    task = await StepTask.objects.acreate(status="running", revision=3, last_seq=7)
+    layer = Restarting(failing_adds=1)  # the first try to remake fails: tried again
+    hub = FanOutHub(layer)
+    first, second, elsewhere = Rechecking(), Rechecking(), Rechecking()
+    await hub.join(task.task_key, first)
+    await hub.join(task.task_key, second)
+    await hub.join("app.model.9", elsewhere)  # no such task: nothing to re-check
+    await asyncio.wait_for(layer.restarted.wait(), timeout=5)
+    await asyncio.sleep(0)
+    await asyncio.wait_for(hub._restore, timeout=5)
+    await asyncio.wait_for(asyncio.gather(first.recheck_done.wait(),
+                                          second.recheck_done.wait()), timeout=5)
+    expected = [(task.task_key, Position(revision=3, status="running", seq=7))]
+    assert first.rechecked == expected and second.rechecked == expected
+    assert elsewhere.rechecked == []
+    assert layer.members(broadcast.task_group(task.task_key)) == {hub.channel}
+    await hub.leave(task.task_key, first)
+    await hub.leave(task.task_key, second)
+    await hub.leave("app.model.9", elsewhere)

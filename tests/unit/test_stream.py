@@ -16,11 +16,13 @@ from django.utils import timezone
 from streamapp import broadcast, protocol
 from streamapp.eventlog import store, stream
 from streamapp.eventlog.stream import EventStream, emit_once
-from streamapp.exceptions import EventTooLarge
+from streamapp.exceptions import EventTooLarge, LeaseLost
+from streamapp.runner import leases
+from tests.testapp.models import StepTask
 
 # Flushing only these apps' tables after each test keeps a test to milliseconds.
 pytestmark = pytest.mark.django_db(
-    transaction=True, available_apps=["streamapp"]
+    transaction=True, available_apps=["streamapp", "tests.testapp"]
 )
 
 KEY = "app.model.1"
@@ -246,3 +248,30 @@ async def test_emit_once_goes_on_from_the_log_and_is_logged_when_it_returns(anno
     assert seq == 2 and json.loads(frame)["event"] == "note"
     assert json.loads(frame)["data"] == {"by": "admin"}
     assert [seqs(m) for m in await announced(2)] == [[1], [2]]
+
+
+async def test_a_stream_whose_lease_is_gone_logs_nothing_more_and_says_so():
+    task = await StepTask.objects.acreate()
+    lease = await leases.claim(task, "host:1:me", 30.0)
+    lost = []
+    events = EventStream(task.task_key, 0, fence=lease.rows(), on_lease_lost=lambda: lost.append(1))
+    await events.emit("step", 1)
+    await events.drain()
+    await StepTask.objects.filter(pk=task.pk).aupdate(lease_owner="host:2:other")
+    await events.emit("step", 2)
+    with pytest.raises(LeaseLost, match="lease is gone"):
+        await events.drain()
+    with pytest.raises(LeaseLost):
+        await events.emit("step", 3)
+    assert lost == [1] and await store.current_seq(task.task_key) == 1
+    assert events.logged_seq == 1
+
+
+async def test_a_lost_lease_without_a_listener_still_fails_the_stream():
+    task = await StepTask.objects.acreate()
+    lease = await leases.claim(task, "host:1:me", 30.0)
+    events = EventStream(task.task_key, 0, fence=lease.rows())
+    await StepTask.objects.filter(pk=task.pk).aupdate(status="failed")
+    await events.emit("step", 1)
+    with pytest.raises(LeaseLost):
+        await events.drain()

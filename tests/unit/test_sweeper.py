@@ -4,6 +4,7 @@ retried, once, and its subscribers and the workers are told (scripts/mutation ru
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from channels.layers import get_channel_layer
@@ -122,3 +123,32 @@ async def test_a_task_another_sweeper_ended_first_is_not_counted_and_the_rest_ar
     assert await sweeper.sweep() == 1
     assert (await StepTask.objects.aget(pk=other.pk)).status == Status.FAILED
     assert await heard() == []  # the one that won announced it, not this sweeper
+
+
+async def test_holding_off_only_looks():
+    """Right after a database outage the owners may not have renewed yet: nothing is ended."""
+    task = await abandoned()
+    assert await sweeper.sweep(hold_off=True) == 0
+    assert (await StepTask.objects.aget(pk=task.pk)).status == Status.RUNNING
+
+
+async def test_sweeping_goes_on_after_a_failed_sweep(monkeypatch, settings, caplog):
+    settings.STREAMAPP = {**settings.STREAMAPP, "SWEEP_SECONDS": 0.01}
+    calls = []
+    second = asyncio.Event()
+
+    async def sweep(*, hold_off=False):
+        calls.append(hold_off)
+        if len(calls) == 1:
+            raise RuntimeError("query went wrong")
+        second.set()
+        return 0
+
+    monkeypatch.setattr(sweeper, "sweep", sweep)
+    with caplog.at_level(logging.WARNING, logger="streamapp.runner"):
+        running = asyncio.create_task(sweeper.sweep_forever())
+        await asyncio.wait_for(second.wait(), timeout=5)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    assert "sweep failed" in caplog.text and len(calls) >= 2

@@ -74,3 +74,63 @@ def test_bad_requests_close_after_so_many_in_all(settings):
     socket = SocketLimits()
     assert [socket.must_close("bad_request") for _ in range(3)] == [False, False, True]
     assert socket.bad_frames == 3
+
+
+def test_a_bucket_given_back_a_token_never_holds_more_than_its_count(clock):
+    bucket = TokenBucket(2, 60.0)
+    bucket.take()
+    bucket.take()
+    bucket.give_back()
+    assert bucket.take() and not bucket.take()
+    bucket.give_back()
+    bucket.give_back()
+    bucket.give_back()
+    assert [bucket.take() for _ in range(3)] == [True, True, False]
+
+
+def test_without_a_frame_rate_every_frame_is_admitted(settings):
+    settings.STREAMAPP = {**settings.STREAMAPP, "MESSAGE_RATE": None}
+    socket = SocketLimits()
+    assert all(socket.admit() for _ in range(500)) and socket.frames is None
+
+
+def test_a_socket_is_flooded_after_so_many_refusals_in_a_row(clock, settings):
+    settings.STREAMAPP = {**settings.STREAMAPP, "MESSAGE_RATE": (1, 60.0),
+                          "MAX_REFUSED_FRAMES": 3}
+    socket = SocketLimits()
+    assert socket.admit() and socket.refused_in_a_row == 0
+    verdicts = []
+    for _ in range(3):
+        assert not socket.admit()
+        verdicts.append(socket.flooded())
+    assert verdicts == [False, False, True]
+
+
+def test_refusals_close_the_socket_beyond_their_rate(clock, settings):
+    settings.STREAMAPP = {**settings.STREAMAPP, "REFUSAL_RATE": (2, 60.0)}
+    socket = SocketLimits()
+    assert [socket.must_close(code) for code in ("forbidden", "not_found", "rate_limited")] == [
+        False, False, True,
+    ]
+
+
+def test_a_granted_request_pays_back_one_refusal(clock, settings):
+    settings.STREAMAPP = {**settings.STREAMAPP, "REFUSAL_RATE": (2, 60.0)}
+    socket = SocketLimits()
+    socket.granted()  # before any refusal: nothing to pay back
+    assert not socket.must_close("not_found") and not socket.must_close("not_found")
+    socket.granted()
+    assert not socket.must_close("not_found")
+    assert socket.must_close("not_found")
+
+
+def test_without_a_refusal_rate_refusals_never_close(settings):
+    settings.STREAMAPP = {**settings.STREAMAPP, "REFUSAL_RATE": None}
+    socket = SocketLimits()
+    assert not any(socket.must_close("forbidden") for _ in range(100))
+
+
+def test_other_codes_never_close():
+    socket = SocketLimits()
+    assert not any(socket.must_close(code) for code in ("history_truncated", "server_error"))
+    assert socket.refusals is None and socket.bad_frames == 0

@@ -16,7 +16,14 @@ from streamapp.eventlog import store
 from streamapp.models import Status
 from streamapp.runner import leases
 from streamapp.runner.control import ControlChannel
-from streamapp.runner.run import LEASE_LOST, SHUTDOWN_ERROR, Outcome, Run, error_of
+from streamapp.runner.run import (
+    LEASE_LOST,
+    SHUTDOWN_ERROR,
+    Outcome,
+    Run,
+    cancelled_error,
+    error_of,
+)
 from tests.runnerapp.models import RetryTask
 from tests.testapp.models import ErrorTask, StepTask
 
@@ -358,3 +365,29 @@ async def test_a_new_run_has_nothing_under_way():
     task, run, heard = await claimed()
     assert (run.stream, run.job, run.work, run.stop_reason) == (None, None, None, None)
     assert run.key == task.task_key and run.owner == OWNER
+
+
+async def test_a_cancel_that_names_who_cancelled_records_it():
+    task, run, heard = await claimed()
+    job = await started(run)
+    run.stop("cancel", cancelled_error("ann"))
+    await asyncio.wait_for(job, timeout=5)
+    assert (await row(task)).error == {"type": "Cancelled", "message": "ann"}
+    final = (await heard.drain())[-1]
+    assert '"error":{"type":"Cancelled","message":"ann"}' in final["frame"]
+
+
+def test_a_cancel_reason_is_cut_short_and_absent_when_unknown():
+    assert cancelled_error(None) is None and cancelled_error("") is None
+    assert cancelled_error("x" * 300) == {"type": "Cancelled", "message": "x" * 200}
+    assert cancelled_error(42) == {"type": "Cancelled", "message": "42"}
+
+
+async def test_a_lost_lease_overrides_any_other_stop():
+    task, run, heard = await claimed()
+    job = await started(run)
+    run.stop("cancel")
+    run.lose_lease()
+    await asyncio.wait_for(job, timeout=5)
+    assert run.stopped_outcome().status == LEASE_LOST
+    assert (await row(task)).status == Status.RUNNING

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import baseline, floor, streaming
+from . import baseline, floor, memprobe, streaming
 
 logger = logging.getLogger("bench.control")
 
@@ -62,11 +62,17 @@ async def collect_garbage() -> dict[str, Any]:
     return {"collected": gc.collect()}
 
 
+async def memory(action: str, sockets: int = 1) -> dict[str, Any]:
+    """``mark`` before opening sockets, ``report`` once they are open (bench/memprobe.py)."""
+    return memprobe.mark() if action == "mark" else memprobe.report(sockets)
+
+
 ENDPOINTS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "/bench/create": create,
     "/bench/produce": produce,
     "/bench/short": short,
     "/bench/gc": collect_garbage,
+    "/bench/memory": memory,
 }
 
 

@@ -52,9 +52,12 @@ class FanOutHub:
     """This event loop's memberships of task groups, and the sockets behind each."""
 
     def __init__(self, layer: Any) -> None:
-        self.layer = layer
+        self.layer = layer  # None: no channel layer, so no live news (the upkeep converges)
         self.channel: str | None = None
         self.listeners: dict[str, dict[Listener, None]] = {}  # task key -> sockets, in join order
+        # task key -> when news of it last came (or its first socket joined): the sockets'
+        # upkeep (upkeep.py) checks the tasks that have been quiet too long
+        self.heard_at: dict[str, float] = {}
         self.refresh_seconds = min(JOIN_REFRESH_SECONDS, rejoin_interval(layer) / 2)
         self._joined_at: dict[str, float] = {}
         self._membership = asyncio.Lock()  # group_add / group_discard of one hub take turns
@@ -63,7 +66,13 @@ class FanOutHub:
 
     async def join(self, key: str, listener: Listener) -> None:
         """Deliver ``key``'s news to ``listener``; make (or renew) the group membership if due."""
-        self.listeners.setdefault(key, {})[listener] = None
+        listeners = self.listeners.get(key)
+        if listeners is None:
+            listeners = self.listeners[key] = {}
+            self.heard_at[key] = time.monotonic()
+        listeners[listener] = None
+        if self.layer is None:
+            return
         async with self._membership:
             if self.channel is None:
                 self.channel = await self.layer.new_channel()
@@ -81,6 +90,9 @@ class FanOutHub:
         if listeners:
             return
         del self.listeners[key]
+        self.heard_at.pop(key, None)
+        if self.layer is None:
+            return
         async with self._membership:
             if key not in self.listeners:  # nobody joined again meanwhile
                 self._joined_at.pop(key, None)
@@ -92,6 +104,17 @@ class FanOutHub:
                 self._reader.cancel()
                 self._reader = None
                 self.channel = None
+
+    async def renew(self) -> None:
+        """Renew every membership this hub holds (the sockets' upkeep calls it well inside the
+        layer's group_expiry)."""
+        if self.layer is None:
+            return
+        async with self._membership:
+            if self.channel is None:
+                return
+            for key in list(self.listeners):
+                await self._change("group_add", key)
 
     async def _change(self, operation: str, key: str) -> None:
         """A failed change (Redis away) is logged: subscriptions converge and join again."""
@@ -108,7 +131,12 @@ class FanOutHub:
 
     async def deliver(self, message: dict[str, Any]) -> None:
         """Hand one layer message to every local socket that watches its task."""
-        for listener in tuple(self.listeners.get(message.get("task"), ())):
+        key = message.get("task")
+        listeners = self.listeners.get(key)
+        if not listeners:
+            return
+        self.heard_at[key] = time.monotonic()
+        for listener in tuple(listeners):
             if listener.ready_for(message):
                 try:
                     await listener.take_news(message)
@@ -130,11 +158,18 @@ _hubs: weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, FanOutHub]]
 )
 
 
-def hub_for(layer: Any) -> FanOutHub | None:
-    """The running event loop's hub on ``layer`` (None without a layer)."""
+_layerless: weakref.WeakKeyDictionary[Any, FanOutHub] = weakref.WeakKeyDictionary()
+
+
+def hub_for(layer: Any) -> FanOutHub:
+    """The running event loop's hub on ``layer``; without a layer, one that only keeps count."""
+    loop = asyncio.get_running_loop()
     if layer is None:
-        return None
-    by_layer = _hubs.setdefault(asyncio.get_running_loop(), weakref.WeakKeyDictionary())
+        hub = _layerless.get(loop)
+        if hub is None:
+            hub = _layerless[loop] = FanOutHub(None)
+        return hub
+    by_layer = _hubs.setdefault(loop, weakref.WeakKeyDictionary())
     hub = by_layer.get(layer)
     if hub is None:
         hub = by_layer[layer] = FanOutHub(layer)
@@ -144,18 +179,18 @@ def hub_for(layer: Any) -> FanOutHub | None:
 class HubFeed:
     """One socket's Feed (consumers/subscription.py): its memberships of the process's hub."""
 
+    __slots__ = ("listener", "hub")
+
     def __init__(self, listener: Listener, layer: Any = None) -> None:
         self.listener = listener
         self.hub = hub_for(layer if layer is not None else get_channel_layer())
 
     @property
     def layer(self) -> Any:
-        return self.hub.layer if self.hub is not None else None
+        return self.hub.layer
 
     async def join(self, key: str) -> None:
-        if self.hub is not None:
-            await self.hub.join(key, self.listener)
+        await self.hub.join(key, self.listener)
 
     async def leave(self, key: str) -> None:
-        if self.hub is not None:
-            await self.hub.leave(key, self.listener)
+        await self.hub.leave(key, self.listener)

@@ -27,30 +27,26 @@ FLUSH_SECONDS = 0.001
 class SocketOutlet:
     """Frames out of one socket: straight to daphne's transport when it is there."""
 
+    __slots__ = ("_backlog", "_fallback", "_limit", "_congested_since")
+
     @classmethod
     def for_socket(cls, scope: dict[str, Any], send_text: Sender, limit: int) -> SocketOutlet:
         """The outlet of the socket with ``scope``; ``send_text`` is the consumer's own way."""
-        backlog = scope.get(SCOPE_KEY)
-        if backlog is None:
-            return cls(send_text, None, limit)
-        server_send, is_open = backlog.send, backlog.open
+        return cls(send_text, scope.get(SCOPE_KEY), limit)
 
-        async def send_to_daphne(text: str) -> None:
-            if is_open():  # a client that has just left: nothing to send to, and no error
-                await server_send({"type": "websocket.send", "text": text})
-
-        return cls(send_to_daphne, backlog, limit)
-
-    def __init__(
-        self,
-        send: Sender,
-        backlog: TransportBacklog | None,
-        limit: int,
-    ) -> None:
-        self.send = send  # called once per frame: no wrapper around it
+    def __init__(self, fallback: Sender, backlog: TransportBacklog | None, limit: int) -> None:
+        self._fallback = fallback  # without daphne's transport: the consumer's own send
         self._backlog = backlog
         self._limit = limit
         self._congested_since: float | None = None
+
+    async def send(self, text: str) -> None:
+        """Called once per frame and socket: no wrapper, no closure."""
+        backlog = self._backlog
+        if backlog is None:
+            await self._fallback(text)
+        elif backlog.open():  # a client that has just left: nothing to send to, and no error
+            await backlog.send({"type": "websocket.send", "text": text})
 
     def congested(self) -> bool:
         """Does the server hold more than the limit for this socket right now?"""

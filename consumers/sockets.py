@@ -4,6 +4,10 @@ The fast path reads one way: the process's hub (hub.py) hands a layer message to
 (here), the socket to its subscription (subscription.py), the subscription to the socket's
 outlet (outlet.py), and the outlet to daphne's transport. Consumers never write task state:
 starting and cancelling go through the coordinator.
+
+An idle socket costs what it must and no more: no task of its own beside the one the server
+runs it in (the process's upkeep, upkeep.py, looks after every socket), no channel, no frame
+limiter until the client sends a frame, no task row kept.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from streamapp import metrics, protocol
@@ -24,7 +30,7 @@ from .limits import SocketLimits
 from .outlet import SocketOutlet
 from .protocol import Action, ProtocolError, parse
 from .subscription import Subscription
-from .upkeep import Upkeep
+from .upkeep import SocketUpkeep, upkeep_for
 
 logger = logging.getLogger("streamapp.consumers")
 
@@ -34,29 +40,56 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
 
     # No channel per socket: live news comes from the process's fan-out hub (hub.py).
     channel_layer_alias = None
-    upkeep: Upkeep | None = None
+    groups = ()  # none to join: and no empty list per socket
+    upkeep: SocketUpkeep | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Channels' loop, without a task of its own per receive (there is nothing else to
+        await: no channel), and without a database hop per message (the upkeep looks after
+        the process's connection)."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         finally:  # however the consumer ends (even cancelled or crashed), nothing stays behind
-            if self.upkeep is not None:
-                await self.upkeep.stop()
-                await self.unsubscribe_all()
+            await self.release()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.subscriptions: dict[str, Subscription] = {}
         self.user = self.scope.get("user")
-        metrics.SOCKETS_CONNECTED.inc()
-        self.limits = SocketLimits()
+        self.limits: SocketLimits | None = None  # made when the client first sends a frame
         self.closing = False
         self.feed = HubFeed(self)
         self.outlet = SocketOutlet.for_socket(
-            self.scope, lambda text: self.send(text_data=text), app_settings.SEND_BUFFER_BYTES
+            self.scope, self.send_text_fallback, app_settings.SEND_BUFFER_BYTES
         )
-        self.upkeep = Upkeep(self, self.feed.layer)
-        self.upkeep.start()
+        self.upkeep = upkeep_for(self.feed.hub)
+        metrics.SOCKETS_CONNECTED.inc()
         await super().websocket_connect(message)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        await self.disconnect(message["code"])
+        raise StopConsumer
+
+    async def release(self) -> None:
+        """Give back what the socket holds, once."""
+        upkeep, self.upkeep = self.upkeep, None
+        if upkeep is None:
+            return
+        self.closing = True
+        metrics.SOCKETS_CONNECTED.dec()
+        await self.unsubscribe_all()
+        upkeep.forget(self)
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -65,6 +98,10 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
 
     async def send_text(self, text: str) -> None:
         await self.outlet.send(text)
+
+    async def send_text_fallback(self, text: str) -> None:
+        """A frame the ASGI way, where the server's transport is not at hand."""
+        await self.send(text_data=text)
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         self.closing = True  # frames the client sent before it saw the close are dropped
@@ -103,26 +140,43 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
 
     # -- subscriptions ----------------------------------------------------------------------
 
-    async def subscribe(self, task: StreamTask, since: int | None) -> Subscription | None:
-        """Check access, subscribe and replay; start a pending task when AUTO_START is on."""
-        key = task.task_key
-        if not await allowed(task.can_subscribe, self.user):
-            raise ProtocolError("forbidden", self.denied(f"you may not watch {key}"), key)
+    async def subscribe(
+        self, model: type[StreamTask], pk: Any, since: int | None
+    ) -> Subscription:
+        """Join, read the task (one query), check access, send its state and replay; start a
+        pending task when AUTO_START is on. UnknownTask when there is no such row."""
+        subscription = Subscription.of(model, pk, self.feed, self.outlet)
+        key = subscription.key
         old = self.subscriptions.pop(key, None)
         if old is not None:
             await old.close()
-        subscription = Subscription(task, self.feed, self.outlet)
         self.subscriptions[key] = subscription
-        for note in await subscription.open(since):
+        try:
+            task, notes = await subscription.open(since, self.check_watch)
+        except BaseException:
+            if self.subscriptions.get(key) is subscription:
+                del self.subscriptions[key]
+            await subscription.close()
+            raise
+        for note in notes:
             await self.send_frame(note)
+        if subscription.behind and self.upkeep is not None:
+            self.upkeep.attend(self)  # its replay waits for room
+        elif self.upkeep is not None:
+            self.upkeep.ensure_running()
         if subscription.status == Status.PENDING and app_settings.AUTO_START:
             await coordinator.start_task(task)
         return subscription
 
+    async def check_watch(self, task: StreamTask) -> None:
+        if not await allowed(task.can_subscribe, self.user):
+            key = task.task_key
+            raise ProtocolError("forbidden", self.denied(f"you may not watch {key}"), key)
+
     async def unsubscribe_all(self) -> None:
-        for subscription in self.subscriptions.values():
+        subscriptions, self.subscriptions = self.subscriptions, {}
+        for subscription in subscriptions.values():
             await subscription.close()
-        self.subscriptions.clear()
 
     async def cancel(self, task: StreamTask) -> None:
         if not await allowed(task.can_cancel, self.user):
@@ -136,6 +190,8 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
             return  # the close is sent: nothing may follow it
+        if self.limits is None:
+            self.limits = SocketLimits()
         try:
             if not self.limits.admit():
                 metrics.rate_limited("messages")
@@ -165,28 +221,21 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         return message["type"] == "stream.events" and subscription.in_step(message["events"][0][0])
 
     async def take_news(self, message: dict[str, Any]) -> None:
+        subscription = self.subscriptions.get(message["task"])
+        if subscription is None:
+            return
         if message["type"] == "stream.events":
-            await self.stream_events(message)
-        elif message["type"] == "stream.state":
-            await self.stream_state(message)
-
-    async def stream_events(self, message: dict[str, Any]) -> None:
-        subscription = self.subscriptions.get(message["task"])
-        if subscription is not None:
             await subscription.on_events(message["events"])
-            await self.progressed(subscription)
-
-    async def stream_state(self, message: dict[str, Any]) -> None:
-        subscription = self.subscriptions.get(message["task"])
-        if subscription is not None:
+        elif message["type"] == "stream.state":
             await subscription.on_state(message)
-            await self.progressed(subscription)
+        else:
+            return
+        await self.progressed(subscription)
+        if subscription.behind and self.upkeep is not None:
+            self.upkeep.attend(self)  # it waits for room, or for the log
 
     async def progressed(self, subscription: Subscription) -> None:
         """Hook: ``subscription`` may have sent frames (its final state, for one)."""
 
     async def disconnect(self, code: int) -> None:
-        metrics.SOCKETS_CONNECTED.dec()
-        if self.upkeep is not None:
-            await self.upkeep.stop()
-        await self.unsubscribe_all()
+        await self.release()

@@ -25,7 +25,7 @@ class TaskConsumer(TaskSocketConsumer):
         try:
             model = stream_task_model(kwargs["app_label"], kwargs["model"])
             self.key = canonical_key(model, kwargs["pk"])
-            task = await aget_task(self.key)
+            model, pk = split_key(self.key)  # the pk checked, nothing read yet
         except UnknownTask as exc:
             await self.refuse("not_found", str(exc))
             return
@@ -33,7 +33,10 @@ class TaskConsumer(TaskSocketConsumer):
         if note is not None:
             await self.send_frame(note)
         try:
-            subscription = await self.subscribe(task, since)
+            subscription = await self.subscribe(model, pk, since)
+        except UnknownTask as exc:
+            await self.refuse("not_found", str(exc))
+            return
         except ProtocolError as exc:
             await self.refuse(exc.code, exc.message, exc.task)
             return
@@ -83,26 +86,26 @@ class MultiTaskConsumer(TaskSocketConsumer):
         if action.task is None:
             raise ProtocolError("bad_request", "cancel on ws/tasks/ needs a task key")
         try:
-            key = canonical_key(*split_key(action.task))
+            model, pk = split_key(action.task)
+            key = canonical_key(model, pk)
             if action.name == "unsubscribe":
                 subscription = self.subscriptions.pop(key, None)
                 if subscription is not None:
                     await subscription.close()
                 return
-            task = await aget_task(key)
+            if action.name == "cancel":
+                await self.cancel(await aget_task(key))
+                return
+            if key not in self.subscriptions and len(self.subscriptions) >= app_settings.MAX_SUBSCRIPTIONS:
+                metrics.rate_limited("subscriptions")
+                raise ProtocolError(
+                    "rate_limited",
+                    f"a socket may hold {app_settings.MAX_SUBSCRIPTIONS} subscriptions",
+                    key,
+                )
+            await self.subscribe(model, pk, action.since)
         except UnknownTask as exc:
             raise ProtocolError("not_found", str(exc), action.task[:100]) from None
-        if action.name == "cancel":
-            await self.cancel(task)
-            return
-        if key not in self.subscriptions and len(self.subscriptions) >= app_settings.MAX_SUBSCRIPTIONS:
-            metrics.rate_limited("subscriptions")
-            raise ProtocolError(
-                "rate_limited",
-                f"a socket may hold {app_settings.MAX_SUBSCRIPTIONS} subscriptions",
-                key,
-            )
-        await self.subscribe(task, action.since)
 
 
 class NotFoundConsumer(AsyncWebsocketConsumer):

@@ -97,6 +97,27 @@ async def short_tasks(server: BenchServer, target: Target, sizes: Sizes) -> dict
     }
 
 
+async def connect_time(
+    server: BenchServer, target: Target, sockets: int,
+    around: Callable[[], AbstractAsyncContextManager[Any]] = nullcontext,
+) -> dict[str, Any]:
+    """Seconds for ``sockets`` sockets to connect and be subscribed, CONNECTING_AT_ONCE at a
+    time; streamapp's count once their ``state`` frame is in, the others once accepted."""
+    group = (await target.groups(server, 1, 0, 0))[0]
+    audience = Audience([target.url(server, group)] * sockets, 0, target.stateful)
+    await wait_until_idle(server.pid)
+    async with around():
+        cpu, wall = cpu_seconds(server.pid), time.time()
+        await audience.open()
+        wall, cpu = time.time() - wall, cpu_seconds(server.pid) - cpu
+    await audience.close()
+    await wait_until_idle(server.pid)
+    return {
+        "target": target.name, "sockets": sockets, "seconds": wall,
+        "per_s": sockets / wall, "cpu_us_per_socket": cpu / sockets * 1e6,
+    }
+
+
 async def idle_memory(
     layer: str, config: ServerConfig, target: Target, sizes: Sizes
 ) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 FRAMES = 12  # enough to climb from asyncio or a dict out to the code that asked for it
 TOP = 30
+STACKS = 200
 
 _marked: dict[str, Any] = {}
 
@@ -79,7 +80,7 @@ def report(sockets: int) -> dict[str, Any]:
                       if abs(v) >= sockets],
         "stacks": [{"bytes": stat.size_diff / sockets,
                     "frames": [_where(f) for f in reversed(stat.traceback)]}
-                   for stat in stats[:TOP] if stat.size_diff > 0],
+                   for stat in stats[:STACKS] if stat.size_diff > 0],
         "by_owner": [{"where": k, "bytes": v / sockets} for k, v in owners.most_common(TOP)],
         "by_type": types[:TOP],
     }

@@ -85,11 +85,20 @@ def rows(figures: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str, bo
         yield f"{label}: latency p99 ms ({rate:.3g} events/s)", _pick(fixed, "p99_ms"), ",.1f", True
         lost = {name: f"{fast[name]['lost']:,} / {fixed[name]['lost']:,}" for name in fast}
         yield f"{label}: frames lost (max rate / fixed rate)", lost, "", False
-    memory = {run["target"]: run["bytes_per_socket"] / 1024 for run in figures["memory"]}
-    sockets = figures["memory"][0]["sockets"]
-    yield f"RSS per idle connection, KiB ({sockets:,} sockets)", memory, ",.1f", True
-    short = {run["target"]: run["tasks_per_s"] for run in figures["short"]}
-    yield "short tasks started and finished per second", short, ",.0f", True
+    if figures.get("memory"):
+        memory = {run["target"]: run["bytes_per_socket"] / 1024 for run in figures["memory"]}
+        sockets = figures["memory"][0]["sockets"]
+        yield f"RSS per idle connection, KiB ({sockets:,} sockets)", memory, ",.1f", True
+    connects = figures.get("connect") or []
+    if connects:
+        count = connects[0]["sockets"]
+        yield (f"{count:,} sockets connected and subscribed, s",
+               {run["target"]: run["seconds"] for run in connects}, ",.2f", True)
+        yield ("server CPU µs per socket connected",
+               {run["target"]: run["cpu_us_per_socket"] for run in connects}, ",.0f", True)
+    if figures.get("short"):
+        short = {run["target"]: run["tasks_per_s"] for run in figures["short"]}
+        yield "short tasks started and finished per second", short, ",.0f", True
 
 
 def notes(figures: dict[str, Any]) -> Iterator[str]:
@@ -107,7 +116,7 @@ def notes(figures: dict[str, Any]) -> Iterator[str]:
         if (run["client_busy"] or 0) > CLIENT_BOUND:
             yield (f"{where}: the load generator was {run['client_busy']:.0%} busy: the "
                    "client may be what limits this run")
-    for run in figures["short"]:
+    for run in figures.get("short", ()):
         if run["completed"] != run["count"]:
             yield (f"short tasks, {run['target']}: only {run['completed']} of {run['count']} "
                    "completed")

@@ -19,7 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from .measure import fan_out, idle_memory, short_tasks
+from .measure import connect_time, fan_out, idle_memory, short_tasks
 from .profiling import py_spy, top_functions
 from .report import number
 from .server import BenchServer, ServerConfig
@@ -32,7 +32,7 @@ PACKAGES = ("django", "channels", "channels-redis", "daphne", "twisted", "websoc
 
 async def run_benchmark(
     sizes: Sizes, config: ServerConfig, out_dir: Path, progress: Progress,
-    profile_subscribers: int | None = None,
+    profile_subscribers: int | None = None, profile_connect: bool = False,
 ) -> dict[str, Any]:
     results: dict[str, Any] = {
         "sizes": sizes.name, "machine": machine(),
@@ -42,7 +42,7 @@ async def run_benchmark(
     began = time.monotonic()
     for layer in sizes.layers:
         results["layers"][layer] = await run_layer(
-            layer, sizes, config, out_dir, progress, profile_subscribers
+            layer, sizes, config, out_dir, progress, profile_subscribers, profile_connect
         )
     results["seconds"] = time.monotonic() - began
     results["machine"]["load_average_after"] = os.getloadavg()
@@ -51,12 +51,15 @@ async def run_benchmark(
 
 async def run_layer(
     layer: str, sizes: Sizes, config: ServerConfig, out_dir: Path, progress: Progress,
-    profile_subscribers: int | None,
+    profile_subscribers: int | None, profile_connect: bool = False,
 ) -> dict[str, Any]:
     fanouts: list[dict[str, Any]] = []
     profiles: list[str] = []
+    short: list[dict[str, Any]] = []
+    connects: list[dict[str, Any]] = []
+    memory: list[dict[str, Any]] = []
     async with BenchServer(layer, config) as server:
-        for fanout in sizes.fanouts:
+        for fanout in sizes.fanouts if "fanout" in sizes.parts else ():
             for target in TARGETS:
                 around = nullcontext
                 if target is STREAMAPP and fanout == FanOut(1, profile_subscribers or 0):
@@ -71,20 +74,29 @@ async def run_layer(
                 run = await fan_out(server, target, fanout, events, rate, sizes)
                 fanouts.append({"layer": layer, **run})
                 progress(describe(layer, fanout, run))
-        short = []
-        for target in (BASELINE, STREAMAPP):
+        for target in (BASELINE, STREAMAPP) if "short" in sizes.parts else ():
             short.append(await short_tasks(server, target, sizes))
             progress(f"{layer:7} short tasks    {target.name:9}: "
                      f"{short[-1]['tasks_per_s']:,.0f} tasks/s")
+        for target in TARGETS if "connect" in sizes.parts else ():
+            around = nullcontext
+            if target is STREAMAPP and profile_connect:
+                stem = out_dir / f"profile-{layer}-connect"
+                around = partial(py_spy, server.pid, stem.with_suffix(".collapsed"))
+                profiles.append(str(stem.with_suffix(".txt")))
+            connects.append(await connect_time(server, target, sizes.connect_sockets, around))
+            progress(f"{layer:7} connect        {target.name:9}: {connects[-1]['sockets']:,} in "
+                     f"{connects[-1]['seconds']:.2f} s, "
+                     f"{connects[-1]['cpu_us_per_socket']:,.0f} µs server CPU each")
     for path in profiles:
         Path(path).write_text(top_functions(Path(path).with_suffix(".collapsed")))
         progress(f"profile: {path}")
-    memory = []
-    for target in TARGETS:
+    for target in TARGETS if "memory" in sizes.parts else ():
         memory.append(await idle_memory(layer, config, target, sizes))
         progress(f"{layer:7} idle memory    {target.name:9}: "
                  f"{memory[-1]['bytes_per_socket'] / 1024:,.1f} KiB per socket")
-    return {"fanout": fanouts, "short": short, "memory": memory, "profiles": profiles}
+    return {"fanout": fanouts, "short": short, "memory": memory, "connect": connects,
+            "profiles": profiles}
 
 
 def describe(layer: str, fanout: FanOut, run: dict[str, Any]) -> str:

@@ -1,16 +1,14 @@
 """The public wiring of a project's ``asgi.py`` (DESIGN §2 "Wiring into a project").
 
 ``StreamAppMiddlewareStack`` wraps the project's WebSocket router: foreign Origins refused,
-handshake floods turned away before any session lookup, then the session user, replaced by a
-bearer token's user when the client sends one; outermost, daphne's transport put in the scope
-(it needs daphne's own ``send``).
+handshake floods turned away before any session lookup, then a bearer token's user when the
+client sends one, else the session's (looked up only when the handshake carries the session
+cookie); outermost, daphne's transport put in the scope (it needs daphne's own ``send``).
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from channels.auth import AuthMiddlewareStack
 
 from .handshakes import ConnectionRateLimitMiddleware
 from .origin import AllowedHostsOriginValidator
@@ -24,6 +22,6 @@ def StreamAppMiddlewareStack(inner: Any) -> Any:  # noqa: N802 - named like chan
     """Origin check, handshake limits, session and token authentication, transport adapter."""
     return TransportMiddleware(
         AllowedHostsOriginValidator(
-            ConnectionRateLimitMiddleware(AuthMiddlewareStack(TokenAuthMiddleware(inner)))
+            ConnectionRateLimitMiddleware(TokenAuthMiddleware(inner))
         )
     )

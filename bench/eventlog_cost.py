@@ -38,8 +38,8 @@ async def append_cost(batch: int) -> float:
 
 async def task_cost(with_log: bool) -> tuple[float, float]:
     """µs per event of a BurstTask run, and the average batch it wrote."""
-    from streamapp.eventlog import store, stream
     from streamapp.coordinator import coordinator
+    from streamapp.eventlog import store, stream
     from tests.testapp.models import BurstTask
 
     batches = []
@@ -80,7 +80,7 @@ async def measure() -> None:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.processes import ProcessDatabase
+    from tests.support.processes import ProcessDatabase
 
     with tempfile.TemporaryDirectory() as tmp:
         database = ProcessDatabase(Path(tmp), "bench_eventlog_cost").create()

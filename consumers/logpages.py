@@ -43,7 +43,7 @@ class LogPages:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def read(self, key: str, after: int, upto: int) -> Rows:
-        """The first logged events with ``after < seq <= upto``, in order; [] when there are none."""
+        """The first logged events with ``after < seq <= upto``, in order; [] when none."""
         window = await self._window(key, after // WINDOW, upto)
         rows = [row for row in window.rows or () if after < row[0] <= upto]
         if rows:

@@ -72,6 +72,10 @@ class SocketOutlet:
             return 0.0
         return time.monotonic() - self._congested_since
 
+    def close_at_once(self, code: int) -> bool:
+        """Write a close frame now, without awaiting (daphne's transport); False elsewhere."""
+        return self._backlog is not None and self._backlog.close_now(code)
+
     async def drained(self, timeout: float) -> bool:
         """Wait until the client has everything sent so far (or the socket is gone)."""
         if self._backlog is None:

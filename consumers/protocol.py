@@ -6,18 +6,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from streamapp.exceptions import ProtocolError
+
+__all__ = ["ACTIONS", "Action", "ProtocolError", "parse", "parse_since"]
+
 ACTIONS = ("subscribe", "unsubscribe", "cancel", "ping")
 MAX_SINCE = 2**53 - 1  # the largest integer a JavaScript client can hold exactly
 
 
-class ProtocolError(Exception):
-    """A client frame broke the protocol; ``code`` is the error frame's code."""
-
-    def __init__(self, code: str, message: str, task: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.task = task
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ limiter until the client sends a frame, no task row kept.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -21,8 +22,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from streamapp import metrics, protocol
 from streamapp.access import allowed, denial
+from streamapp.asgi.wiring import note_connection
 from streamapp.conf import app_settings
 from streamapp.coordinator import coordinator
+from streamapp.handover import open_sockets
 from streamapp.models import Status, StreamTask
 
 from .hub import HubFeed
@@ -67,6 +70,9 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.subscriptions: dict[str, Subscription] = {}
         self.user = self.scope.get("user")
+        unread_token = note_connection(self.scope)
+        if unread_token is not None:
+            self.scope["token_error"] = unread_token
         self.limits: SocketLimits | None = None  # made when the client first sends a frame
         self.closing = False
         self.feed = HubFeed(self)
@@ -75,6 +81,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         )
         self.upkeep = upkeep_for(self.feed.hub)
         metrics.SOCKETS_CONNECTED.inc()
+        open_sockets.add(self)
         await super().websocket_connect(message)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
@@ -87,6 +94,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         if upkeep is None:
             return
         self.closing = True
+        open_sockets.discard(self)
         metrics.SOCKETS_CONNECTED.dec()
         await self.unsubscribe_all()
         upkeep.forget(self)
@@ -130,6 +138,14 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         self.closing = True
         await self.unsubscribe_all()
         await self.close(code=code)
+
+    def close_for_restart(self, code: int) -> Awaitable[None] | None:
+        """This process is going away (streamapp.handover): close now; the client resumes
+        elsewhere with ``since``. Under daphne the close frame is written before this returns."""
+        self.closing = True
+        if self.outlet.close_at_once(code):
+            return None
+        return self.close_now(code)
 
     async def close_slow(self) -> None:
         """The client has not read for SLOW_CLIENT_SECONDS: what it missed stays in the log."""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.generic.websocket import AsyncWebsocketConsumer
-
 from streamapp import metrics, protocol
 from streamapp.conf import app_settings
 from streamapp.exceptions import UnknownTask
@@ -96,7 +94,8 @@ class MultiTaskConsumer(TaskSocketConsumer):
             if action.name == "cancel":
                 await self.cancel(await aget_task(key))
                 return
-            if key not in self.subscriptions and len(self.subscriptions) >= app_settings.MAX_SUBSCRIPTIONS:
+            full = len(self.subscriptions) >= app_settings.MAX_SUBSCRIPTIONS
+            if key not in self.subscriptions and full:
                 metrics.rate_limited("subscriptions")
                 raise ProtocolError(
                     "rate_limited",
@@ -106,16 +105,3 @@ class MultiTaskConsumer(TaskSocketConsumer):
             await self.subscribe(model, pk, action.since)
         except UnknownTask as exc:
             raise ProtocolError("not_found", str(exc), action.task[:100]) from None
-
-
-class NotFoundConsumer(AsyncWebsocketConsumer):
-    """Any other WebSocket path: say so and close 4404, never a server error."""
-
-    channel_layer_alias = None  # nothing to receive: no channel
-
-    async def connect(self) -> None:
-        await self.accept()
-        await self.send(text_data=protocol.encode(
-            protocol.error("not_found", f"no WebSocket endpoint at {self.scope.get('path', '')[:200]}")
-        ))
-        await self.close(code=protocol.CLOSE_NOT_FOUND)

@@ -126,5 +126,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"streamapp": {"handlers": ["console"], "level": os.environ.get("STREAMAPP_LOG_LEVEL", "INFO")}},
+    "loggers": {
+        "streamapp": {
+            "handlers": ["console"], "level": os.environ.get("STREAMAPP_LOG_LEVEL", "INFO")
+        }
+    },
 }

@@ -1,4 +1,4 @@
-"""The demo page, and the endpoint it creates tasks with (the socket's subscribe then starts them)."""
+"""The demo page, and the endpoint it creates tasks with (a subscribe then starts them)."""
 
 from __future__ import annotations
 

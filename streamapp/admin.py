@@ -24,13 +24,13 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from .conf import app_settings
+from .coordinator import coordinator
+from .eventlog import store
 from .exceptions import UnknownTask
 from .keys import split_key, stream_task_models
-from .eventlog import store
-from .runner.leases import RUNNER_FIELDS
-from .ops.listing import duration_text
 from .models import StreamTask
-from .coordinator import coordinator
+from .ops.listing import duration_text
+from .runner.leases import RUNNER_FIELDS
 
 DATA_PREVIEW_CHARS = 300
 

@@ -85,7 +85,9 @@ class StreamAppSettings:
         if name not in DEFAULTS:
             raise AttributeError(f"unknown STREAMAPP setting {name!r}")
         if name not in self._cache:
-            user = getattr(django_settings, "STREAMAPP", {}) or {}
+            user = getattr(django_settings, "STREAMAPP", None)
+            if not isinstance(user, dict):
+                user = {}  # anything else is streamapp.E030 (checks/settings.py)
             self._cache[name] = user.get(name, DEFAULTS[name])
         return self._cache[name]
 

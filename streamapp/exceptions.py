@@ -39,5 +39,19 @@ class Unreachable(StreamAppError):
     """The task runs in another process and this process's channel layer cannot reach it."""
 
 
+class ProtocolError(StreamAppError):
+    """A client frame broke the wire protocol; ``code`` is the error frame's code."""
+
+    def __init__(self, code: str, message: str, task: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.task = task
+
+
 class InvalidToken(StreamAppError):
     """A bearer token was refused; the message says why (expired, bad signature, …)."""
+
+
+class MissingExtra(StreamAppConfigurationError):
+    """A feature was used whose pip extra (streamapp[redis], [postgres], [metrics]) is missing."""

@@ -15,7 +15,9 @@ from .exceptions import UnknownTask
 from .models import StreamTask, is_stream_task_model
 
 # Short and plain on purpose: group names must be ASCII and under 100 characters.
-KEY_PATTERN = re.compile(r"([A-Za-z][A-Za-z0-9_]{0,19})\.([A-Za-z][A-Za-z0-9_]{0,29})\.([A-Za-z0-9_-]{1,40})")
+KEY_PATTERN = re.compile(
+    r"([A-Za-z][A-Za-z0-9_]{0,19})\.([A-Za-z][A-Za-z0-9_]{0,29})\.([A-Za-z0-9_-]{1,40})"
+)
 
 
 def task_key(task: StreamTask) -> str:

@@ -15,20 +15,26 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from functools import cache
+from typing import Any
 
 from django.utils import timezone
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
 
+from . import extras
 from .exceptions import StreamAppConfigurationError
+
+try:
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        REGISTRY,
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        generate_latest,
+        multiprocess,
+    )
+except ImportError:  # streamapp[metrics] not installed: every hook below does nothing
+    Counter = Gauge = Histogram = None  # type: ignore[assignment,misc]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -37,12 +43,38 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-# prometheus-client opens its files as the metrics below are defined: say what is wrong first.
-if multiprocess_dir() is not None and not os.path.isdir(multiprocess_dir()):
-    raise StreamAppConfigurationError(
-        f"{MULTIPROC_ENV}={multiprocess_dir()!r} is not a directory: create it before the "
-        "processes start (prometheus-client's multiprocess mode keeps its files there), or unset it"
-    )
+def multiprocess_dir_problem() -> str | None:
+    """What is wrong with PROMETHEUS_MULTIPROC_DIR (a system check reports it), else None."""
+    path = multiprocess_dir()
+    if path is not None and not os.path.isdir(path):
+        return (f"{MULTIPROC_ENV}={path!r} is not a directory: create it before the processes "
+                "start (prometheus-client's multiprocess mode keeps its files there), or unset it")
+    return None
+
+
+class _Off:
+    """A metric that counts nothing: no prometheus-client, or a multiprocess dir it cannot use."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def labels(self, *args: Any, **kwargs: Any) -> _Off:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def dec(self, amount: float = 1) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+
+ENABLED = Counter is not None and multiprocess_dir_problem() is None
+if not ENABLED:
+    # prometheus-client would open its files as the metrics below are defined, and fail there.
+    Counter = Gauge = Histogram = _Off  # type: ignore[assignment,misc]
 
 TASKS_STARTED = Counter(
     "streamapp_tasks_started", "Task runs this process claimed and started.", ["model"]
@@ -156,6 +188,10 @@ def exposition() -> tuple[bytes, str]:
     In multiprocess mode a fresh registry collects every process's files; otherwise this
     process's default registry (with the client's process and platform collectors).
     """
+    extras.require("metrics", "/metrics")
+    problem = multiprocess_dir_problem()
+    if problem is not None:
+        raise StreamAppConfigurationError(problem)
     if multiprocess_dir() is None:
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
     registry = CollectorRegistry()
@@ -166,5 +202,5 @@ def exposition() -> tuple[bytes, str]:
 def forget_this_process() -> None:
     """At exit in multiprocess mode: drop this process's live gauges (running, sockets)."""
     path = multiprocess_dir()
-    if path is not None:
+    if path is not None and ENABLED:
         multiprocess.mark_process_dead(os.getpid(), path)

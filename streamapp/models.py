@@ -143,7 +143,8 @@ class StreamTask(models.Model):
 
     async def send_signal(self, name: str, data: Any = None) -> None:
         """Deliver a signal to this task's running ``process()``, in whatever process runs it."""
-        await broadcast.send_control(self.task_key, {"type": "task.signal", "name": name, "data": data})
+        message = {"type": "task.signal", "name": name, "data": data}
+        await broadcast.send_control(self.task_key, message)
 
     async def wait_signal(self, name: str, timeout: float | None = None) -> Any:
         """Inside ``process()``: wait for the signal ``name`` and return its data.
@@ -161,7 +162,7 @@ class StreamTask(models.Model):
         return bool(getattr(user, "is_authenticated", False))
 
     def can_cancel(self, user: Any) -> bool:
-        """May ``user`` cancel this task? Default: staff, or the task's ``owner`` when it has one."""
+        """May ``user`` cancel this task? Default: staff, or the task's ``owner`` if it has one."""
         if app_settings.OPEN_ACCESS:
             return True
         if not getattr(user, "is_authenticated", False):

@@ -81,6 +81,8 @@ def _read_for_subscriber(
         rows = manager.annotate(**{TOP_SEQ: Subquery(_log(key).values("seq")[:1]),
                                    TOP_FRAME: Subquery(_log(key).values("frame")[:1])})
         return rows.filter(pk=pk).first()
+    if not _storable(model, manager.db, pk):
+        return None  # no row can have it (as the ORM's lookups say for out-of-range integers)
     sql = _subscriber_sql(model, manager.db, latest)
     params = [key, key, pk] if latest else [key, pk]
     found = list(manager.raw(sql, params))
@@ -90,6 +92,14 @@ def _read_for_subscriber(
     if not latest:
         setattr(task, TOP_FRAME, None)
     return task
+
+
+def _storable(model: type[StreamTask], alias: str, pk: Any) -> bool:
+    field = model._meta.pk
+    if not isinstance(field, IntegerField):
+        return True
+    low, high = connections[alias].ops.integer_field_range(field.get_internal_type())
+    return (low is None or pk >= low) and (high is None or pk <= high)
 
 
 @functools.cache

@@ -7,10 +7,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from . import metrics, protocol
 from .access import allowed, denial
-from .exceptions import UnknownTask
+from .exceptions import StreamAppConfigurationError, UnknownTask
 from .keys import aget_task, canonical_key, stream_task_model
-from .readiness import readiness_problems
 from .positions import task_state
+from .readiness import readiness_problems
 from .tokens import aauthenticate, bearer_from_header
 
 
@@ -29,11 +29,16 @@ async def ready(request: HttpRequest) -> HttpResponse:
 
 async def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus exposition; collected in a thread (multiprocess mode reads files)."""
-    body, content_type = await sync_to_async(metrics.exposition, thread_sensitive=False)()
+    try:
+        body, content_type = await sync_to_async(metrics.exposition, thread_sensitive=False)()
+    except StreamAppConfigurationError as exc:  # no streamapp[metrics], or a bad multiprocess dir
+        return HttpResponse(str(exc), content_type="text/plain", status=501)
     return HttpResponse(body, content_type=content_type)
 
 
-async def task_state_view(request: HttpRequest, app_label: str, model: str, pk: str) -> JsonResponse:
+async def task_state_view(
+    request: HttpRequest, app_label: str, model: str, pk: str
+) -> JsonResponse:
     """``GET /tasks/<app_label>/<model>/<pk>/``: the task's ``state`` frame as JSON."""
     try:
         key = canonical_key(stream_task_model(app_label, model), pk)

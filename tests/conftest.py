@@ -7,15 +7,15 @@ import os
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.db import connections
 from channels.testing import WebsocketCommunicator
+from django.db import connections
 
 from consumers.logpages import log_pages
 from streamapp.coordinator import coordinator
 
-from .browser import launch_chromium, open_page
-from .helpers import task_path
-from .processes import ProcessDatabase
+from .support.browser import launch_chromium, open_page
+from .support.helpers import task_path
+from .support.processes import ProcessDatabase
 
 USING_REDIS = bool(os.environ.get("REDIS_URL"))
 USING_POSTGRES = bool(os.environ.get("DATABASE_URL"))
@@ -80,7 +80,7 @@ async def communicator_for(application):
 
 @pytest.fixture(scope="session")
 async def chromium():
-    """One headless Chromium for the whole run (tests/browser.py)."""
+    """One headless Chromium for the whole run (tests/support/browser.py)."""
     async with launch_chromium() as browser:
         yield browser
 

@@ -18,6 +18,8 @@ import termios
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..protocol import server_close_code
+
 _TRANSPORT_NAMES = ("dataBuffer", "offset", "_tempDataLen", "connected", "fileno")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -51,6 +53,15 @@ class TransportBacklog:
     def closed(self) -> bool:
         return not self._transport.connected
 
+    def close_now(self, code: int) -> bool:
+        """Write the close frame now, with no task switch: daphne's shutdown cancels its
+        applications right after. daphne refuses 1012, so 4012 (``server_close_code``)."""
+        protocol = self._protocol
+        if protocol is None or not self.open():
+            return False
+        protocol.serverClose(server_close_code(code))
+        return True
+
     def _kernel_queue(self) -> int:
         try:
             raw = fcntl.ioctl(self._transport.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
@@ -73,13 +84,13 @@ def backlog_of(send: Any) -> TransportBacklog | None:
 
 
 def probe() -> list[str]:
-    """What the installed daphne, Twisted and autobahn lack of what the backlog reads ([]: all there).
+    """What the installed daphne, Twisted and autobahn lack of what ``backlog_of`` reads.
 
     Empty also when daphne is not installed: then nothing is missing, the server is another one.
     """
     try:
-        from autobahn.websocket.protocol import WebSocketProtocol
         from daphne.server import Server
+        from daphne.ws_protocol import WebSocketProtocol
         from twisted.internet.abstract import FileDescriptor
     except ImportError:
         return []
@@ -95,4 +106,6 @@ def probe() -> list[str]:
         missing.append("twisted FileDescriptor._tempDataLen")
     if not hasattr(WebSocketProtocol, "STATE_OPEN"):
         missing.append("autobahn WebSocketProtocol.STATE_OPEN")
+    if not callable(getattr(WebSocketProtocol, "serverClose", None)):
+        missing.append("daphne WebSocketProtocol.serverClose")
     return missing

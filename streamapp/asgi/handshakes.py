@@ -28,7 +28,7 @@ def now() -> float:
 
 
 def count_hit(name: str, seconds: float) -> int:
-    """Count a hit on ``name`` in the current ``seconds``-long window; returns the window's count."""
+    """Count a hit on ``name`` in the current ``seconds``-long window; return its count."""
     cache = caches[app_settings.RATE_LIMIT_CACHE]
     key = f"streamapp:rl:{name}:{int(now() // seconds)}"
     ttl = math.ceil(seconds) + 1

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core import checks
 
-from ..adapters import daphne, rediscache
+from ..adapters import daphne, rediscache, signals
 
 
 @checks.register()
@@ -26,5 +26,13 @@ def check_adapters(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             "streamapp cannot pipeline the handshake counter on Django's RedisCache; it uses "
             "the slower public cache API instead: " + "; ".join(missing),
             id="streamapp.W021",
+        ))
+    missing = signals.probe()
+    if missing:
+        found.append(checks.Warning(
+            "streamapp cannot run before an asyncio server's own SIGTERM handler, so under "
+            "hypercorn sockets are closed with 1011 after its grace period instead of 1012 at "
+            "once: " + "; ".join(missing),
+            id="streamapp.W023",
         ))
     return found

@@ -36,7 +36,7 @@ def is_worker_process() -> bool:
 
 
 def _uses_in_memory_layer() -> bool:
-    backend = getattr(settings, "CHANNEL_LAYERS", {}).get("default", {}).get("BACKEND")
+    backend = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get("default", {}).get("BACKEND")
     if not backend:
         return False
     try:
@@ -104,10 +104,14 @@ def check_task_models_migrated(app_configs: Any = None, **kwargs: Any) -> list:
     return problems
 
 
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @checks.register()
 def check_lease_outlives_heartbeat(app_configs: Any = None, **kwargs: Any) -> list:
     lease, heartbeat = app_settings.LEASE_SECONDS, app_settings.HEARTBEAT_SECONDS
-    if lease > heartbeat:
+    if not is_number(lease) or not is_number(heartbeat) or lease > heartbeat:  # E032: types
         return []
     return [checks.Warning(
         f"STREAMAPP['LEASE_SECONDS'] ({lease}) is not longer than "
@@ -132,6 +136,8 @@ def check_runner_settings(app_configs: Any = None, **kwargs: Any) -> list:
     problems = []
     for name, zero_ok in POSITIVE_SETTINGS.items():
         value = getattr(app_settings, name)
+        if not is_number(value):
+            continue  # a wrong type is streamapp.E032 (checks/settings.py)
         if value < 0 or (value == 0 and not zero_ok):
             problems.append(checks.Error(f"STREAMAPP['{name}'] ({value}) must be positive",
                                          id="streamapp.E002"))

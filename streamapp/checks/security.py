@@ -1,4 +1,4 @@
-"""Security system checks: a misconfigured security setting is found at start-up, not at the first client."""
+"""Security checks: a misconfigured security setting is found at start-up, not by a client."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _is_rate(value: Any) -> bool:
 def check_security_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     problems: list[checks.CheckMessage] = []
     path = app_settings.TOKEN_AUTHENTICATOR
-    if path:
+    if path and isinstance(path, str):
         try:
             if not callable(import_string(path)):
                 raise ImportError(f"{path} is not callable")
@@ -45,14 +45,17 @@ def check_security_settings(app_configs: Any = None, **kwargs: Any) -> list[chec
                 f"STREAMAPP[{name!r}] must be (count, seconds) with both above zero, or None",
                 id="streamapp.E102",
             ))
-    if app_settings.MAX_CLIENT_FRAME_BYTES >= DAPHNE_MAX_MESSAGE_BYTES:
+    frame_bytes = app_settings.MAX_CLIENT_FRAME_BYTES
+    if isinstance(frame_bytes, int) and frame_bytes >= DAPHNE_MAX_MESSAGE_BYTES:
         problems.append(checks.Warning(
             "STREAMAPP['MAX_CLIENT_FRAME_BYTES'] is not below daphne's default message limit "
             f"({DAPHNE_MAX_MESSAGE_BYTES}): larger frames are dropped without a too_large frame",
             hint="Run daphne with a larger --websocket-max-message-size, or lower the setting.",
             id="streamapp.W102",
         ))
-    if app_settings.RATE_LIMIT_CACHE not in settings.CACHES:
+    if not isinstance(app_settings.RATE_LIMIT_CACHE, str) or (
+        app_settings.RATE_LIMIT_CACHE not in settings.CACHES
+    ):
         problems.append(checks.Error(
             f"STREAMAPP['RATE_LIMIT_CACHE'] names no cache: {app_settings.RATE_LIMIT_CACHE!r}",
             id="streamapp.E103",

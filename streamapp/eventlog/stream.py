@@ -9,13 +9,13 @@ BATCH_BYTES at a time (a bigger event goes alone), so big events never make a gi
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
 from django.utils import timezone
 
-from .. import broadcast, metrics
-from .. import protocol
+from .. import broadcast, metrics, protocol
 from ..conf import app_settings
 from ..dbretry import with_retries
 from ..exceptions import EventTooLarge
@@ -43,7 +43,7 @@ class EventStream:
         self._error: BaseException | None = None
 
     async def emit(self, name: str, data: Any) -> int:
-        """Queue one event; waits only when the writer is EVENT_BUFFER events or BUFFER_BYTES behind."""
+        """Queue one event; wait when the writer is EVENT_BUFFER events or BUFFER_BYTES behind."""
         if self._error is not None:
             raise self._error
         if not isinstance(name, str) or not name:
@@ -79,7 +79,7 @@ class EventStream:
             while self._queue:
                 batch = self._next_batch()
                 await with_retries(
-                    lambda: store.append(self.key, batch), what="event log", key=self.key
+                    functools.partial(store.append, self.key, batch), what="event log", key=self.key
                 )
                 self.logged_seq = batch[-1].seq
                 await broadcast.publish_events(self.key, [(e.seq, e.frame) for e in batch])

@@ -12,10 +12,10 @@ from typing import Any
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from .. import broadcast
+from ..coordinator import coordinator
 from ..exceptions import NothingToCancel, Unreachable
 from ..keys import aget_task
 from ..models import FINAL_STATUSES, Status
-from ..coordinator import coordinator
 
 
 async def cancel_and_wait(key: str, timeout: float) -> str:

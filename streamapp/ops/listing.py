@@ -46,8 +46,8 @@ def task_row(task: StreamTask) -> tuple[str, ...]:
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str] = COLUMNS) -> list[str]:
     """Left-aligned columns two spaces apart."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
     return [
-        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in (headers, *rows)
     ]

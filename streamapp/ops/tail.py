@@ -59,7 +59,8 @@ def progress_of(data: Any) -> tuple[int, int] | None:
 def progress_bar(step: int, total: int, width: int = BAR_WIDTH) -> str:
     """``[############------------------]  12/30  40%``"""
     done = max(0, min(width, round(width * step / total)))
-    return f"[{'#' * done}{'-' * (width - done)}] {step:>{len(str(total))}}/{total} {step * 100 // total:>3}%"
+    bar = f"[{'#' * done}{'-' * (width - done)}]"
+    return f"{bar} {step:>{len(str(total))}}/{total} {step * 100 // total:>3}%"
 
 
 def describe(frame: dict[str, Any]) -> str:

@@ -19,11 +19,12 @@ from typing import Any
 
 from .. import broadcast, metrics
 from ..conf import app_settings
+from ..handover import open_sockets
 from ..models import STARTABLE_STATUSES, Status, StreamTask
-from .retention import purge_forever
 from ..positions import task_state
 from . import leases
 from .control import ControlChannel
+from .retention import purge_forever
 from .run import Run
 from .sweeper import sweep, sweep_forever
 
@@ -99,8 +100,16 @@ class Coordinator:
         return [key for key, run in self._runs.items() if run.job is not None]
 
     async def shutdown(self, timeout: float | None = None) -> None:
-        """Stop claiming; let running tasks finish for ``timeout`` seconds, then cancel them."""
+        """Close this process's sockets (1012), stop claiming; let running tasks finish for
+        ``timeout`` seconds, then cancel them."""
         self._accepting = False
+        await open_sockets.aclose_all()
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            # Started on a loop that is gone (an async TransactionTestCase test, async_to_sync):
+            # its runs and background tasks went with it.
+            self._runs.clear()
+            self._background.clear()
+            self._loop = None
         timeout = app_settings.SHUTDOWN_TIMEOUT if timeout is None else timeout
         runs = [run for run in self._runs.values() if run.job is not None]
         if runs:

@@ -17,9 +17,9 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from ..conf import app_settings
+from ..eventlog import store
 from ..keys import stream_task_models
 from ..models import FINAL_STATUSES, StreamTask
-from ..eventlog import store
 
 logger = logging.getLogger("streamapp.retention")
 

@@ -141,7 +141,8 @@ class Run:
             logger.warning("lease lost before the outcome was recorded key=%s", key,
                            extra={"task_key": key})
             return
-        task.status, task.final_value, task.error = outcome.status, outcome.final_value, outcome.error
+        task.status, task.final_value = outcome.status, outcome.final_value
+        task.error = outcome.error
         task.last_seq, task.revision = last_seq, task.revision + 1
         logger.info("task ended key=%s status=%s", key, outcome.status, extra={"task_key": key})
         metrics.task_finished(key, outcome.status, task.started_at)

@@ -1,11 +1,13 @@
-"""Tie the coordinator to a daphne process's life: start with the server, drain on SIGTERM.
+"""Tie the process's coordinator and sockets to the server's life: start with it, hand over and
+drain when it stops.
 
-Daphne speaks no ASGI lifespan. It runs Twisted's asyncio reactor, whose own SIGTERM/SIGINT
-handlers stop the reactor, and the reactor waits for every "before shutdown" trigger's Deferred
-before it stops the event loop (daphne closes its sockets through the same trigger). So
-streamapp adds one: shut the coordinator down, within SHUTDOWN_TIMEOUT, while the loop still
-runs. Another server: call ``coordinator.ensure_started()`` on start-up and
-``await coordinator.shutdown()`` on exit from its lifespan handlers.
+Two ways in. uvicorn and hypercorn speak the ASGI lifespan protocol: ``streamapp.asgi.lifespan``
+calls ``server_started`` and ``server_stopping``. Daphne speaks none: it runs Twisted's asyncio
+reactor, whose own SIGTERM/SIGINT handlers stop the reactor, and the reactor waits for every
+"before shutdown" trigger's Deferred before it stops the event loop. So streamapp adds one, at
+import time of the app, ahead of daphne's own trigger (which cancels every application at
+once): it writes each socket's close frame (4012) before that, then drains the coordinator
+within SHUTDOWN_TIMEOUT while the loop still runs.
 """
 
 from __future__ import annotations
@@ -18,11 +20,30 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from ..conf import app_settings
+from ..handover import open_sockets
 from .coordinator import coordinator
 
 logger = logging.getLogger("streamapp.runner")
 
 _startup: set[asyncio.Task[None]] = set()
+
+
+async def server_started() -> None:
+    """Start the sweeper and the control listener with the server, not at its first task."""
+    if app_settings.RUN_TASKS:
+        await coordinator.ensure_started()
+
+
+async def server_stopping(closing: list[asyncio.Future[None]] | None = None) -> None:
+    """Close every socket with 1012, then end every task running here (SHUTDOWN_TIMEOUT, then
+    cancel). ``closing``: closes already under way."""
+    if closing is None:
+        await open_sockets.aclose_all()
+    elif closing:
+        await asyncio.wait(closing, timeout=1.0)
+    if app_settings.RUN_TASKS:
+        logger.info("server stopping: shutting the coordinator down")
+        await coordinator.shutdown()
 
 
 def install_daphne_hooks() -> bool:
@@ -39,16 +60,15 @@ def install_daphne_hooks() -> bool:
 
 
 def on_server_start() -> None:
-    """Start the sweeper and the control listener with the server, not at its first task."""
-    if app_settings.RUN_TASKS:
-        task = asyncio.ensure_future(coordinator.ensure_started())
-        _startup.add(task)
-        task.add_done_callback(_startup.discard)
+    """daphne is serving: start what ``server_started`` starts."""
+    task = asyncio.ensure_future(server_started())
+    _startup.add(task)
+    task.add_done_callback(_startup.discard)
 
 
 def on_server_stop() -> Deferred | None:
-    """Before the reactor stops: end every task running here (SHUTDOWN_TIMEOUT, then cancel)."""
-    if not app_settings.RUN_TASKS:
+    """Before the reactor stops: every socket's close frame now, then the coordinator's drain."""
+    closing = open_sockets.close_all()  # synchronous: daphne's trigger cancels the sockets next
+    if not app_settings.RUN_TASKS and not closing:
         return None
-    logger.info("server stopping: shutting the coordinator down")
-    return Deferred.fromFuture(asyncio.ensure_future(coordinator.shutdown()))
+    return Deferred.fromFuture(asyncio.ensure_future(server_stopping(closing)))

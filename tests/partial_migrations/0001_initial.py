@@ -1,5 +1,5 @@
 """A demo app migration that creates ExampleTask only: the other demo models "have no migration"
-(tests/test_checks.py points MIGRATION_MODULES here)."""
+(tests/unit/test_checks.py points MIGRATION_MODULES here)."""
 
 from django.db import migrations, models
 

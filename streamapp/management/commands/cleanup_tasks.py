@@ -10,7 +10,7 @@ from streamapp.ops.cleanup import cleanup_finished, parse_age
 
 
 class Command(BaseCommand):
-    help = "Delete tasks that ended (completed, failed, cancelled) long enough ago, and their events."
+    help = "Delete tasks that ended (completed, failed, cancelled) long ago, and their events."
 
     def add_arguments(self, parser):
         parser.add_argument("--older-than", required=True,

@@ -6,8 +6,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from streamapp.exceptions import UnknownTask
 from streamapp.keys import stream_task_model, stream_task_models
-from streamapp.ops.listing import recent_tasks, table, task_row
 from streamapp.models import Status
+from streamapp.ops.listing import recent_tasks, table, task_row
 
 
 class Command(BaseCommand):

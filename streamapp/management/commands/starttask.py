@@ -7,10 +7,10 @@ import asyncio
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from streamapp.coordinator import coordinator
 from streamapp.exceptions import UnknownTask
 from streamapp.keys import stream_task_model
 from streamapp.models import StreamTask
-from streamapp.coordinator import coordinator
 
 
 def parse_fields(model: type[StreamTask], assignments: list[str]) -> dict[str, object]:

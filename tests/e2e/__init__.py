@@ -1,0 +1,1 @@
+"""Tests that start processes: daphne, workers, Redis, a browser."""

@@ -1,0 +1,1 @@
+"""In-process tests: consumers through WebsocketCommunicator, the runner, HTTP, commands."""

@@ -1,0 +1,33 @@
+"""``/ready``: the database and the channel layer both answer, or the 503 says which does not."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.processes import free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_ready_when_database_and_layer_answer(async_client):
+    response = await async_client.get("/ready")
+    assert response.status_code == 200 and response.json() == {"ready": True}
+
+
+async def test_not_ready_names_the_layer_that_does_not_answer(async_client, settings):
+    settings.CHANNEL_LAYERS = {"default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [f"redis://127.0.0.1:{free_port()}/0"]},  # nothing listens there
+    }}
+    response = await async_client.get("/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["ready"] is False
+    assert [p.split(":")[0] for p in body["problems"]] == ["channel layer"]
+
+
+async def test_not_ready_without_a_channel_layer(async_client, settings):
+    settings.CHANNEL_LAYERS = {}
+    response = await async_client.get("/ready")
+    assert response.status_code == 503
+    assert response.json()["problems"] == ["channel layer: none configured (CHANNEL_LAYERS)"]

@@ -1,0 +1,1 @@
+"""What the tests share: clients, processes, relays, databases, helpers."""

@@ -57,6 +57,20 @@ async def short(target: str, count: int, concurrency: int) -> dict[str, Any]:
     return {"started": started, "finished": time.time(), "completed": sum(done)}
 
 
+async def idle(running: int, finished: int) -> dict[str, Any]:
+    """streamapp: quiet running tasks and finished ones, for idle subscriptions."""
+    return await streaming.idle_tasks(running, finished)
+
+
+async def start(keys: list[str]) -> dict[str, Any]:
+    """Start tasks without waiting for them (through the workers when RUN_TASKS is off)."""
+    return {"started": await streaming.start_tasks(keys)}
+
+
+async def stop(keys: list[str]) -> dict[str, Any]:
+    return {"stopped": await streaming.stop_tasks(keys)}
+
+
 async def collect_garbage() -> dict[str, Any]:
     """Before a memory reading: garbage is not memory a connection holds."""
     return {"collected": gc.collect()}
@@ -72,6 +86,9 @@ ENDPOINTS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "/bench/produce": produce,
     "/bench/short": short,
     "/bench/gc": collect_garbage,
+    "/bench/idle": idle,
+    "/bench/start": start,
+    "/bench/stop": stop,
     "/bench/memory": memory,
 }
 

@@ -19,7 +19,14 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from .measure import connect_time, fan_out, idle_memory, short_tasks
+from .measure import (
+    connect_time,
+    fan_out,
+    fixed_rate_at_scale,
+    idle_memory,
+    idle_subscriptions,
+    short_tasks,
+)
 from .profiling import py_spy, top_functions
 from .report import number
 from .server import BenchServer, ServerConfig
@@ -58,6 +65,8 @@ async def run_layer(
     short: list[dict[str, Any]] = []
     connects: list[dict[str, Any]] = []
     memory: list[dict[str, Any]] = []
+    scale: list[dict[str, Any]] = []
+    idle: dict[str, Any] | None = None
     async with BenchServer(layer, config) as server:
         for fanout in sizes.fanouts if "fanout" in sizes.parts else ():
             for target in TARGETS:
@@ -74,6 +83,13 @@ async def run_layer(
                 run = await fan_out(server, target, fanout, events, rate, sizes)
                 fanouts.append({"layer": layer, **run})
                 progress(describe(layer, fanout, run))
+        for target in TARGETS if "scale" in sizes.parts else ():
+            scale.append(await fixed_rate_at_scale(server, target, sizes))
+            progress(describe_scale(layer, scale[-1]))
+        if "idle" in sizes.parts:
+            idle = await idle_subscriptions(server, sizes)
+            progress(f"{layer:7} idle           streamapp: {idle['subscriptions']:,} "
+                     f"subscriptions, server CPU {idle['core_share']:.1%} of a core")
         for target in (BASELINE, STREAMAPP) if "short" in sizes.parts else ():
             short.append(await short_tasks(server, target, sizes))
             progress(f"{layer:7} short tasks    {target.name:9}: "
@@ -96,7 +112,18 @@ async def run_layer(
         progress(f"{layer:7} idle memory    {target.name:9}: "
                  f"{memory[-1]['bytes_per_socket'] / 1024:,.1f} KiB per socket")
     return {"fanout": fanouts, "short": short, "memory": memory, "connect": connects,
-            "profiles": profiles}
+            "scale": scale, "idle": idle, "profiles": profiles}
+
+
+def describe_scale(layer: str, run: dict[str, Any]) -> str:
+    return "  ".join([
+        f"{layer:7} scale {run['subscribers']:,} × {run['rate']:g}/s {run['target']:9}:",
+        f"{run['frames_per_s']:9,.0f} frames/s",
+        f"{number(run['cpu_us_per_frame'], ',.0f'):>6} µs/frame",
+        f"p50 {number(run['p50_ms'], ',.1f')} ms p99 {number(run['p99_ms'], ',.1f'):>7} ms",
+        f"lost {run['lost']}", f"client {run['client_busy']:.0%} busy",
+        *([f"failures {run['failures']}: {run['failure_examples'][0]}"] if run["failures"] else []),
+    ])
 
 
 def describe(layer: str, fanout: FanOut, run: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ run are set, so floor, baseline and streamapp meet the layer exactly as a user w
 import os
 
 from demo.settings import *  # noqa: F403
+from streamapp.conf import from_environment
 
 INSTALLED_APPS = [*INSTALLED_APPS, "bench"]  # noqa: F405
 
@@ -40,6 +41,8 @@ STREAMAPP = {
     # The handshake limiter runs (its cache round trip is part of a connect) but never refuses:
     # every bench socket comes from 127.0.0.1.
     "CONNECTION_RATE": (1_000_000_000, 60.0),
+    # STREAMAPP_<NAME> variables: the reconnect storm's web server leaves tasks to a worker.
+    **from_environment(),
 }
 
 # The benchmark measures streaming, not log output.

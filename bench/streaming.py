@@ -43,3 +43,42 @@ async def short_task(number: int) -> bool:
 
 async def run_all(paths: list[str]) -> None:
     await asyncio.gather(*(run(path) for path in paths))
+
+
+QUIET_RATE = 1 / 3600  # a quiet task: its first event at once, the next an hour later
+
+
+async def idle_tasks(running: int, finished: int) -> dict[str, list[str]]:
+    """``running`` tasks that have sent one event and go quiet, ``finished`` ones that have
+    completed (one event each); returns their task keys."""
+    quiet = await BenchTask.objects.abulk_create(
+        [BenchTask(events=2, rate=QUIET_RATE) for _ in range(running)]
+    )
+    done = await BenchTask.objects.abulk_create([BenchTask(events=1) for _ in range(finished)])
+    for task in done:
+        await coordinator.start_task(task)
+    for task in done:
+        await coordinator.wait_task(task)
+    for task in quiet:
+        await coordinator.start_task(task)
+    return {"running": [t.task_key for t in quiet], "finished": [t.task_key for t in done]}
+
+
+async def start_tasks(keys: list[str]) -> int:
+    started = 0
+    for key in keys:
+        started += await coordinator.start_task(await task_of(key))
+    return started
+
+
+async def task_of(name: str) -> BenchTask:
+    """The BenchTask of a task key or an URL path (both end with the pk)."""
+    return await BenchTask.objects.aget(pk=int(name.rstrip("/").replace("/", ".").rsplit(".", 1)[-1]))
+
+
+async def stop_tasks(keys: list[str]) -> int:
+    """Cancel the tasks still running of ``keys``; returns how many."""
+    stopped = 0
+    for key in keys:
+        stopped += await coordinator.cancel_task(await task_of(key))
+    return stopped

@@ -35,7 +35,9 @@ BASELINE_PATH = "/bench/baseline/"
 CONTROL_PATH = "/bench/"
 
 baseline_websockets = AllowedHostsOriginValidator(
-    AuthMiddlewareStack(URLRouter([path("bench/baseline/<str:group>/", BaselineConsumer.as_asgi())]))
+    AuthMiddlewareStack(
+        URLRouter([path("bench/baseline/<str:group>/", BaselineConsumer.as_asgi())])
+    )
 )
 streamapp_websockets = StreamAppMiddlewareStack(URLRouter(websocket_urlpatterns))
 

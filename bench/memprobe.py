@@ -106,7 +106,8 @@ def _where(frame: tracemalloc.Frame) -> str:
 def _owner(frames: list[tracemalloc.Frame]) -> str:
     """The innermost frame of our own code, else of the first library outside the stdlib."""
     for frame in frames:
-        if any(part in frame.filename for part in OWN_CODE) and "site-packages" not in frame.filename:
+        mine = any(part in frame.filename for part in OWN_CODE)
+        if mine and "site-packages" not in frame.filename:
             return _where(frame)
     for frame in frames:
         if "site-packages" in frame.filename:

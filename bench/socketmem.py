@@ -16,8 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .clients import Audience
 from .cli import DEFAULT_OUT, check_redis, forget_keys
+from .clients import Audience
 from .measure import WARM_UP_SOCKETS, settled_rss
 from .server import BenchServer, ServerConfig, raise_fd_limit, wait_until_idle
 from .sizes import LAYERS
@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for target in TARGETS:
                 if target.name in wanted:
-                    result = asyncio.run(breakdown(args.layer, config, target, args.sockets, args.traced))
+                    result = asyncio.run(
+                        breakdown(args.layer, config, target, args.sockets, args.traced)
+                    )
                     results.append(result)
                     print(show(result, args.rows), flush=True)
                     if target.name != "floor" and results[0]["target"] == "floor":

@@ -73,7 +73,8 @@ async def start_tasks(keys: list[str]) -> int:
 
 async def task_of(name: str) -> BenchTask:
     """The BenchTask of a task key or an URL path (both end with the pk)."""
-    return await BenchTask.objects.aget(pk=int(name.rstrip("/").replace("/", ".").rsplit(".", 1)[-1]))
+    pk = name.rstrip("/").replace("/", ".").rsplit(".", 1)[-1]
+    return await BenchTask.objects.aget(pk=int(pk))
 
 
 async def stop_tasks(keys: list[str]) -> int:

@@ -21,8 +21,6 @@ import time
 import weakref
 from typing import Any, Protocol
 
-from channels.layers import get_channel_layer
-
 from streamapp import broadcast
 
 logger = logging.getLogger("streamapp.consumers")
@@ -174,23 +172,3 @@ def hub_for(layer: Any) -> FanOutHub:
     if hub is None:
         hub = by_layer[layer] = FanOutHub(layer)
     return hub
-
-
-class HubFeed:
-    """One socket's Feed (consumers/subscription.py): its memberships of the process's hub."""
-
-    __slots__ = ("listener", "hub")
-
-    def __init__(self, listener: Listener, layer: Any = None) -> None:
-        self.listener = listener
-        self.hub = hub_for(layer if layer is not None else get_channel_layer())
-
-    @property
-    def layer(self) -> Any:
-        return self.hub.layer
-
-    async def join(self, key: str) -> None:
-        await self.hub.join(key, self.listener)
-
-    async def leave(self, key: str) -> None:
-        await self.hub.leave(key, self.listener)

@@ -12,13 +12,16 @@ limiter until the client sends a frame, no task row kept.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable
 from typing import Any
 
+from asgiref.sync import markcoroutinefunction
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 
 from streamapp import metrics, protocol
 from streamapp.access import allowed, denial
@@ -28,7 +31,7 @@ from streamapp.coordinator import coordinator
 from streamapp.handover import open_sockets
 from streamapp.models import Status, StreamTask
 
-from .hub import HubFeed
+from .hub import hub_for
 from .limits import SocketLimits
 from .outlet import SocketOutlet
 from .protocol import Action, ProtocolError, parse
@@ -61,6 +64,19 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         finally:  # however the consumer ends (even cancelled or crashed), nothing stays behind
             await self.release()
 
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> Any:
+        """Channels' ``as_asgi``, less a coroutine frame kept per socket: the application
+        hands back the consumer's own coroutine instead of awaiting it."""
+
+        def app(scope: Any, receive: Any, send: Any) -> Any:
+            return cls(**initkwargs)(scope, receive, send)
+
+        app.consumer_class = cls  # type: ignore[attr-defined]
+        app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
+        functools.update_wrapper(app, cls, updated=())
+        return markcoroutinefunction(app)
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
@@ -75,11 +91,9 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
             self.scope["token_error"] = unread_token
         self.limits: SocketLimits | None = None  # made when the client first sends a frame
         self.closing = False
-        self.feed = HubFeed(self)
-        self.outlet = SocketOutlet.for_socket(
-            self.scope, self.send_text_fallback, app_settings.SEND_BUFFER_BYTES
-        )
-        self.upkeep = upkeep_for(self.feed.hub)
+        self.hub = hub_for(get_channel_layer())
+        self.outlet = SocketOutlet.for_socket(self.scope, self, app_settings.SEND_BUFFER_BYTES)
+        self.upkeep = upkeep_for(self.hub)
         metrics.SOCKETS_CONNECTED.inc()
         open_sockets.add(self)
         await super().websocket_connect(message)
@@ -110,6 +124,15 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     async def send_text_fallback(self, text: str) -> None:
         """A frame the ASGI way, where the server's transport is not at hand."""
         await self.send(text_data=text)
+
+    # -- the socket as its subscriptions' feed (subscription.py) ---------------------------
+
+    async def join(self, key: str) -> None:
+        """Have the process's hub hand ``key``'s news to this socket."""
+        await self.hub.join(key, self)
+
+    async def leave(self, key: str) -> None:
+        await self.hub.leave(key, self)
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         self.closing = True  # frames the client sent before it saw the close are dropped
@@ -157,12 +180,11 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     # -- subscriptions ----------------------------------------------------------------------
 
     async def subscribe(
-        self, model: type[StreamTask], pk: Any, since: int | None
+        self, model: type[StreamTask], pk: Any, key: str, since: int | None
     ) -> Subscription:
         """Join, read the task (one query), check access, send its state and replay; start a
         pending task when AUTO_START is on. UnknownTask when there is no such row."""
-        subscription = Subscription.of(model, pk, self.feed, self.outlet)
-        key = subscription.key
+        subscription = Subscription.of(model, pk, key, self, self.outlet)
         old = self.subscriptions.pop(key, None)
         if old is not None:
             await old.close()

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from streamapp import metrics, protocol
 from streamapp.exceptions import UnknownTask
-from streamapp.models import FINAL_STATUSES, StreamTask
+from streamapp.models import FINAL_STATUSES, Status, StreamTask
 from streamapp.positions import (
     TOP_FRAME,
     Position,
@@ -117,22 +117,32 @@ class Subscription:
     def __init__(
         self, task: StreamTask, feed: Feed, outlet: Outlet, log: LogPages = log_pages
     ) -> None:
-        self.model, self.pk, self.key = type(task), task.pk, task.task_key
+        self._setup(type(task), task.pk, task.task_key, task.status, feed, outlet, log)
+
+    @classmethod
+    def of(
+        cls, model: type[StreamTask], pk: Any, key: str, feed: Feed, outlet: Outlet
+    ) -> Subscription:
+        """A subscription to the task ``key`` (``model`` / ``pk``), before anything is read."""
+        subscription = cls.__new__(cls)
+        subscription._setup(model, pk, key, Status.PENDING, feed, outlet, log_pages)
+        return subscription
+
+    def _setup(
+        self, model: type[StreamTask], pk: Any, key: str, status: str, feed: Feed,
+        outlet: Outlet, log: LogPages,
+    ) -> None:
+        self.model, self.pk, self.key = model, pk, key
         self.feed = feed
         self.outlet = outlet
         self.log = log
         self.last_seq = 0  # the newest seq this socket has been sent
         self.known_seq = 0  # the newest seq known to exist, sent or not
         self.revision = -1  # the revision of the newest state frame sent
-        self.status = task.status  # the status of the newest state frame sent
+        self.status = status  # the status of the newest state frame sent
         self.pending: dict[str, Any] | None = None  # a newer state waiting for its place
         self.closed = False
         self._turn = Turn()  # live news and the upkeep take turns
-
-    @classmethod
-    def of(cls, model: type[StreamTask], pk: Any, feed: Feed, outlet: Outlet) -> Subscription:
-        """A subscription to the task ``model`` / ``pk``, before anything is read of it."""
-        return cls(model(pk=pk), feed, outlet)
 
     @property
     def behind(self) -> bool:

@@ -22,8 +22,8 @@ class TaskConsumer(TaskSocketConsumer):
         kwargs = self.scope["url_route"]["kwargs"]
         try:
             model = stream_task_model(kwargs["app_label"], kwargs["model"])
-            self.key = canonical_key(model, kwargs["pk"])
-            model, pk = split_key(self.key)  # the pk checked, nothing read yet
+            model, pk = split_key(canonical_key(model, kwargs["pk"]))  # checked, nothing read
+            self.key = canonical_key(model, pk)  # as the task names itself: "…/007/" is 7
         except UnknownTask as exc:
             await self.refuse("not_found", str(exc))
             return
@@ -31,7 +31,7 @@ class TaskConsumer(TaskSocketConsumer):
         if note is not None:
             await self.send_frame(note)
         try:
-            subscription = await self.subscribe(model, pk, since)
+            subscription = await self.subscribe(model, pk, self.key, since)
         except UnknownTask as exc:
             await self.refuse("not_found", str(exc))
             return
@@ -102,6 +102,6 @@ class MultiTaskConsumer(TaskSocketConsumer):
                     f"a socket may hold {app_settings.MAX_SUBSCRIPTIONS} subscriptions",
                     key,
                 )
-            await self.subscribe(model, pk, action.since)
+            await self.subscribe(model, pk, key, action.since)
         except UnknownTask as exc:
             raise ProtocolError("not_found", str(exc), action.task[:100]) from None

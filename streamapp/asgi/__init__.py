@@ -12,30 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .handshakes import ConnectionRateLimitMiddleware
 from .lifecycle import lifespan
-from .notfound import RouteNotFoundMiddleware
-from .origin import AllowedHostsOriginValidator
-from .tokenauth import TokenAuthMiddleware
-from .transport import TransportMiddleware
-from .wiring import STACK_KEY
+from .stack import StreamAppStack
 
 __all__ = ["StreamAppMiddlewareStack", "StreamAppStack", "lifespan"]
-
-
-class StreamAppStack:
-    """The whole stack around ``inner``; ``manage.py check`` looks for it in ASGI_APPLICATION."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.application = TransportMiddleware(
-            AllowedHostsOriginValidator(
-                ConnectionRateLimitMiddleware(TokenAuthMiddleware(RouteNotFoundMiddleware(inner)))
-            )
-        )
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        return await self.application({**scope, STACK_KEY: True}, receive, send)
 
 
 def StreamAppMiddlewareStack(inner: Any) -> StreamAppStack:  # noqa: N802 - named like channels'

@@ -1,0 +1,124 @@
+"""StreamAppMiddlewareStack as one ASGI layer: every step of the stack, one coroutine, one scope.
+
+The steps are the middlewares of this package: the Origin check (origin.py), the handshake
+limits (handshakes.py), the user (tokenauth.py: a token's, else the session's when the
+handshake carries the session cookie), the socket's send backlog (transport.py) and the refusal
+of a path no route matches (notfound.py). Each of those stays usable on its own; here they run
+inline. A socket lives for hours and most sit idle: nested middlewares would each keep a
+coroutine frame and a copy of the scope for as long as the socket is open (about 2 KiB a
+socket, measured with ``python -m bench.socketmem``). For the same reason the stack adds its
+keys (``user``, ``session``, ``token_error``, ``streamapp.*``) to the WebSocket scope the
+server made for the connection instead of to a copy: ASGI servers make one per connection and
+read nothing back from it; HTTP scopes are copied as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlparse
+
+from channels.auth import AuthMiddlewareStack
+from channels.security.websocket import WebsocketDenier
+
+from .. import metrics
+from ..adapters.daphne import backlog_of
+from ..adapters.routing import is_no_route
+from ..tokens import aauthenticate, token_from_scope
+from . import servers
+from .handshakes import client_address, connection_allowed, refuse_rate_limited
+from .notfound import refuse_not_found
+from .origin import AllowedHostsOriginValidator
+from .sendqueue import SendQueue
+from .tokenauth import ANONYMOUS, empty_session, has_session_cookie
+from .transport import SCOPE_KEY
+from .wiring import STACK_KEY
+
+limit_logger = logging.getLogger("streamapp.ratelimit")
+route_logger = logging.getLogger("streamapp.asgi")
+
+class FirstReceive:
+    """``receive``, noting whether the application has asked for a message yet."""
+
+    __slots__ = ("receive", "started")
+
+    def __init__(self, receive: Any) -> None:
+        self.receive = receive
+        self.started = False
+
+    def __call__(self) -> Any:
+        self.started = True
+        return self.receive()
+
+
+class StreamAppStack:
+    """The whole stack around ``inner``; ``manage.py check`` looks for it in ASGI_APPLICATION."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.origins = AllowedHostsOriginValidator(None)  # its rule, not its __call__
+        self.with_session = AuthMiddlewareStack(inner)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope["type"] != "websocket":
+            return await self.inner({**scope, STACK_KEY: True}, receive, send)
+        if not self.origins.valid_origin(_origin(scope)):
+            return await WebsocketDenier()(scope, receive, send)
+        address = client_address(scope)
+        if address is not None and not await connection_allowed(address):
+            limit_logger.info("handshake rate limited address=%s", address)
+            metrics.rate_limited("connections")
+            return await refuse_rate_limited(receive, send)
+        # The server made this scope for this one socket and keeps no use for it: the stack
+        # fills it in rather than keep a copy for as long as the socket lives.
+        scope[STACK_KEY] = True
+        token = token_from_scope(scope)
+        if token is not None:
+            scope["user"], scope["token_error"] = await aauthenticate(token)
+            scope["session"] = empty_session()  # a refused token never falls back to it
+        elif not has_session_cookie(scope):
+            scope["user"], scope["session"] = ANONYMOUS, empty_session()
+        queue = self._transport(scope, send)
+        if queue is not None:
+            send = queue.send
+        first = FirstReceive(receive)
+        try:
+            if "user" in scope:
+                return await self.inner(scope, first, send)
+            return await self.with_session(scope, first, send)  # the session's user
+        except Exception as exc:
+            if first.started or not is_no_route(exc):
+                raise
+            route_logger.info("no WebSocket route path=%s", scope.get("path", "")[:200])
+            return await refuse_not_found(scope.get("path", ""), receive, send)
+        finally:
+            if queue is not None:
+                await queue.stop()
+
+    def _transport(self, scope: dict[str, Any], send: Any) -> SendQueue | None:
+        """Put the socket's send backlog in ``scope`` (transport.py): daphne's own, else a
+        queue of ours in front of a lifespan server's ``send`` (returned: frames go through
+        it), else none."""
+        if SCOPE_KEY in scope:  # a test's own backlog
+            return None
+        backlog = backlog_of(send)
+        if backlog is not None:
+            scope[SCOPE_KEY] = backlog
+            return None
+        if not servers.served_with_lifespan():
+            servers.warn_unbounded_once(scope)
+            return None
+        queue = scope[SCOPE_KEY] = SendQueue(send)
+        return queue
+
+
+def _origin(scope: dict[str, Any]) -> Any:
+    """The handshake's Origin, parsed as channels' OriginValidator parses it (None if absent)."""
+    parsed = None
+    for name, value in scope.get("headers", ()):
+        if name == b"origin":
+            try:
+                parsed = urlparse(value.decode("latin1"))
+            except UnicodeDecodeError:
+                pass
+    return parsed

@@ -25,6 +25,7 @@ from channels.layers import get_channel_layer
 
 from streamapp import metrics, protocol
 from streamapp.access import allowed, denial
+from streamapp.adapters.routing import DIRECT
 from streamapp.asgi.wiring import note_connection
 from streamapp.conf import app_settings
 from streamapp.coordinator import coordinator
@@ -75,6 +76,7 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         app.consumer_class = cls  # type: ignore[attr-defined]
         app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
         functools.update_wrapper(app, cls, updated=())
+        setattr(app, DIRECT, True)  # StreamAppMiddlewareStack may route to it itself
         return markcoroutinefunction(app)
 
     async def dispatch(self, message: dict[str, Any]) -> None:

@@ -6,10 +6,9 @@ handshake carries the session cookie), the socket's send backlog (transport.py) 
 of a path no route matches (notfound.py). Each of those stays usable on its own; here they run
 inline. A socket lives for hours and most sit idle: nested middlewares would each keep a
 coroutine frame and a copy of the scope for as long as the socket is open (about 2 KiB a
-socket, measured with ``python -m bench.socketmem``). For the same reason the stack adds its
-keys (``user``, ``session``, ``token_error``, ``streamapp.*``) to the WebSocket scope the
-server made for the connection instead of to a copy: ASGI servers make one per connection and
-read nothing back from it; HTTP scopes are copied as usual.
+socket, measured with ``python -m bench.socketmem``). For the same reason, when the stack wraps
+a URLRouter and the path is one of streamapp's own routes, it routes the socket itself, as the
+router would (adapters/routing.py), so the socket keeps one copy of the scope, not two.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from channels.security.websocket import WebsocketDenier
 
 from .. import metrics
 from ..adapters.daphne import backlog_of
-from ..adapters.routing import is_no_route
+from ..adapters.routing import DirectRoutes, is_no_route
 from ..tokens import aauthenticate, token_from_scope
 from . import servers
 from .handshakes import client_address, connection_allowed, refuse_rate_limited
@@ -57,6 +56,7 @@ class StreamAppStack:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.origins = AllowedHostsOriginValidator(None)  # its rule, not its __call__
+        self.direct = DirectRoutes(inner)  # streamapp's own routes, when inner is a URLRouter
         self.with_session = AuthMiddlewareStack(inner)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
@@ -69,23 +69,26 @@ class StreamAppStack:
             limit_logger.info("handshake rate limited address=%s", address)
             metrics.rate_limited("connections")
             return await refuse_rate_limited(receive, send)
-        # The server made this scope for this one socket and keeps no use for it: the stack
-        # fills it in rather than keep a copy for as long as the socket lives.
-        scope[STACK_KEY] = True
+        added: dict[str, Any] = {STACK_KEY: True}
         token = token_from_scope(scope)
         if token is not None:
-            scope["user"], scope["token_error"] = await aauthenticate(token)
-            scope["session"] = empty_session()  # a refused token never falls back to it
+            added["user"], added["token_error"] = await aauthenticate(token)
+            added["session"] = empty_session()  # a refused token never falls back to it
         elif not has_session_cookie(scope):
-            scope["user"], scope["session"] = ANONYMOUS, empty_session()
-        queue = self._transport(scope, send)
+            added["user"], added["session"] = ANONYMOUS, empty_session()
+        queue = self._transport(scope, send, added)
         if queue is not None:
             send = queue.send
+        application = self.inner
+        if "user" not in added:
+            application = self.with_session  # the session's user (a thread hop to the DB)
+        elif (route := self.direct.match(scope)) is not None:
+            application, routed = route  # the router's work, without its frame and copy
+            added.update(routed)
+        scope = {**scope, **added}  # the one copy of the scope the socket keeps
         first = FirstReceive(receive)
         try:
-            if "user" in scope:
-                return await self.inner(scope, first, send)
-            return await self.with_session(scope, first, send)  # the session's user
+            return await application(scope, first, send)
         except Exception as exc:
             if first.started or not is_no_route(exc):
                 raise
@@ -95,20 +98,22 @@ class StreamAppStack:
             if queue is not None:
                 await queue.stop()
 
-    def _transport(self, scope: dict[str, Any], send: Any) -> SendQueue | None:
-        """Put the socket's send backlog in ``scope`` (transport.py): daphne's own, else a
-        queue of ours in front of a lifespan server's ``send`` (returned: frames go through
-        it), else none."""
+    def _transport(
+        self, scope: dict[str, Any], send: Any, added: dict[str, Any]
+    ) -> SendQueue | None:
+        """The socket's send backlog for the scope (transport.py): daphne's own, else a queue
+        of ours in front of a lifespan server's ``send`` (returned: frames go through it),
+        else none."""
         if SCOPE_KEY in scope:  # a test's own backlog
             return None
         backlog = backlog_of(send)
         if backlog is not None:
-            scope[SCOPE_KEY] = backlog
+            added[SCOPE_KEY] = backlog
             return None
         if not servers.served_with_lifespan():
             servers.warn_unbounded_once(scope)
             return None
-        queue = scope[SCOPE_KEY] = SendQueue(send)
+        queue = added[SCOPE_KEY] = SendQueue(send)
         return queue
 
 

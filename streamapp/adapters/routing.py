@@ -66,13 +66,12 @@ class DirectRoutes:
                 return None  # one of the project's routes: the router runs it
             new_path, args, kwargs = found
             kwargs.update(route.default_args)
-            outer = scope.get("url_route", {})
+            outer = scope.get("url_route")
+            if outer:
+                args = outer.get("args", ()) + args
+                kwargs = {**outer.get("kwargs", {}), **kwargs}
             return route.callback, {
-                "path_remaining": new_path,
-                "url_route": {
-                    "args": outer.get("args", ()) + args,
-                    "kwargs": {**outer.get("kwargs", {}), **kwargs},
-                },
+                "path_remaining": new_path, "url_route": {"args": args, "kwargs": kwargs},
             }
         return None
 

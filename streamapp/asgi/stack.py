@@ -69,23 +69,9 @@ class StreamAppStack:
             limit_logger.info("handshake rate limited address=%s", address)
             metrics.rate_limited("connections")
             return await refuse_rate_limited(receive, send)
-        added: dict[str, Any] = {STACK_KEY: True}
-        token = token_from_scope(scope)
-        if token is not None:
-            added["user"], added["token_error"] = await aauthenticate(token)
-            added["session"] = empty_session()  # a refused token never falls back to it
-        elif not has_session_cookie(scope):
-            added["user"], added["session"] = ANONYMOUS, empty_session()
-        queue = self._transport(scope, send, added)
+        application, scope, queue = await self._prepare(scope, send)
         if queue is not None:
             send = queue.send
-        application = self.inner
-        if "user" not in added:
-            application = self.with_session  # the session's user (a thread hop to the DB)
-        elif (route := self.direct.match(scope)) is not None:
-            application, routed = route  # the router's work, without its frame and copy
-            added.update(routed)
-        scope = {**scope, **added}  # the one copy of the scope the socket keeps
         first = FirstReceive(receive)
         try:
             return await application(scope, first, send)
@@ -97,6 +83,27 @@ class StreamAppStack:
         finally:
             if queue is not None:
                 await queue.stop()
+
+    async def _prepare(
+        self, scope: dict[str, Any], send: Any
+    ) -> tuple[Any, dict[str, Any], SendQueue | None]:
+        """The application to run, the scope it gets and the send queue, if any; what it took
+        to find them goes with this frame, not kept for the socket's lifetime."""
+        added: dict[str, Any] = {STACK_KEY: True}
+        token = token_from_scope(scope)
+        if token is not None:
+            added["user"], added["token_error"] = await aauthenticate(token)
+            added["session"] = empty_session()  # a refused token never falls back to it
+        elif not has_session_cookie(scope):
+            added["user"], added["session"] = ANONYMOUS, empty_session()
+        queue = self._transport(scope, send, added)
+        application = self.inner
+        if "user" not in added:
+            application = self.with_session  # the session's user (a thread hop to the DB)
+        elif (route := self.direct.match(scope)) is not None:
+            application, routed = route  # the router's work, without its frame and copy
+            added.update(routed)
+        return application, {**scope, **added}, queue  # the one copy the socket keeps
 
     def _transport(
         self, scope: dict[str, Any], send: Any, added: dict[str, Any]

@@ -45,10 +45,10 @@ async def task_cost(with_log: bool) -> tuple[float, float]:
     batches = []
     append = store.append
 
-    async def counted_append(key, batch):
+    async def counted_append(key, batch, fence=None):
         batches.append(len(batch))
         if with_log:
-            await append(key, batch)
+            await append(key, batch, fence)
 
     stream.store.append = counted_append
     try:

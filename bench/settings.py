@@ -38,9 +38,12 @@ STREAMAPP = {
     "OPEN_ACCESS": True,
     # The load generator subscribes first, then starts the task: nothing may start it earlier.
     "AUTO_START": False,
-    # The handshake limiter runs (its cache round trip is part of a connect) but never refuses:
-    # every bench socket comes from 127.0.0.1.
+    # The handshake limits run (their counting is part of a connect, and an anonymous socket's
+    # place under the per-address cap part of its memory) but never refuse: every bench socket
+    # comes from 127.0.0.1.
     "CONNECTION_RATE": (1_000_000_000, 60.0),
+    "ADDRESS_CONNECTION_RATE": (1_000_000_000, 60.0),
+    "ANONYMOUS_SOCKETS": 1_000_000_000,
     # STREAMAPP_<NAME> variables: the reconnect storm's web server leaves tasks to a worker.
     **from_environment(),
 }

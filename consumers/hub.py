@@ -19,9 +19,11 @@ import asyncio
 import logging
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any, Protocol
 
-from streamapp import broadcast
+from streamapp import broadcast, outages
+from streamapp.positions import Position, positions_by_key
 
 logger = logging.getLogger("streamapp.consumers")
 
@@ -29,6 +31,10 @@ logger = logging.getLogger("streamapp.consumers")
 # and renewals join again later, so a membership lost with Redis is made again within seconds.
 JOIN_REFRESH_SECONDS = 1.0
 DEFAULT_GROUP_EXPIRY = 86400  # channels' own default
+# Retries of a failed membership change, and of memberships lost with the layer: the first
+# soon, then every REPAIR_MAX_SECONDS, so sockets hear news again within a second of its return.
+REPAIR_FIRST_SECONDS = 0.05
+REPAIR_MAX_SECONDS = 0.5
 
 
 def rejoin_interval(layer: Any) -> float:
@@ -45,21 +51,36 @@ class Listener(Protocol):
 
     async def take_news(self, message: dict[str, Any]) -> None: ...
 
+    async def recheck(self, key: str, position: Position) -> None:
+        """The layer was away: news of ``key`` may be lost; repair from ``position``."""
+
 
 class FanOutHub:
-    """This event loop's memberships of task groups, and the sockets behind each."""
+    """This event loop's memberships of task groups, and the sockets behind each.
+
+    Joins and leaves take turns (one lock) for everything that decides or changes a membership,
+    so whatever order sockets come and go in, the group holds the hub's channel exactly while
+    a local socket watches the task. Each membership remembers the channel it was made with: a
+    retired channel's memberships are still discarded with it. A discard that fails (Redis
+    away) is kept and retried until it succeeds. When the reader finds the layer away, the
+    memberships are made again as soon as it answers, and every socket re-checks its tasks.
+    """
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer  # None: no channel layer, so no live news (the upkeep converges)
         self.channel: str | None = None
         self.listeners: dict[str, dict[Listener, None]] = {}  # task key -> sockets, in join order
         # task key -> when news of it last came (or its first socket joined): the sockets'
-        # upkeep (upkeep.py) checks the tasks that have been quiet too long
+        # upkeep (upkeep.py) reads again the tasks that have been quiet too long
         self.heard_at: dict[str, float] = {}
         self.refresh_seconds = min(JOIN_REFRESH_SECONDS, rejoin_interval(layer) / 2)
         self._joined_at: dict[str, float] = {}
-        self._membership = asyncio.Lock()  # group_add / group_discard of one hub take turns
+        self._joined_with: dict[str, str] = {}  # task key -> the channel its membership holds
+        self._stale: dict[str, set[str]] = {}  # task key -> channels whose discard failed
+        self._membership = asyncio.Lock()  # joins and leaves of one hub take turns
         self._reader: asyncio.Task[None] | None = None
+        self._repair: asyncio.Task[None] | None = None  # retries failed discards
+        self._restore: asyncio.Task[None] | None = None  # remakes memberships after an outage
         self._deferred: set[asyncio.Task[None]] = set()
 
     async def join(self, key: str, listener: Listener) -> None:
@@ -68,33 +89,28 @@ class FanOutHub:
         if listeners is None:
             listeners = self.listeners[key] = {}
             self.heard_at[key] = time.monotonic()
-        listeners[listener] = None
+        listeners[listener] = None  # news flows to it from now on
         if self.layer is None:
             return
         async with self._membership:
+            if key not in self.listeners:
+                return  # it left again while this join waited its turn
             if self.channel is None:
                 self.channel = await self.layer.new_channel()
             if self._reader is None:
                 self._reader = asyncio.create_task(self._read(), name="streamapp fan-out hub")
-            due = time.monotonic() - self._joined_at.get(key, float("-inf")) >= self.refresh_seconds
-            if due and key in self.listeners:
-                await self._change("group_add", key)
+            joined_at = self._joined_at.get(key, float("-inf"))
+            if time.monotonic() - joined_at >= self.refresh_seconds:
+                await self._add(key)
 
     async def leave(self, key: str, listener: Listener) -> None:
-        listeners = self.listeners.get(key, {})
-        if listener not in listeners:
-            return
-        del listeners[listener]
-        if listeners:
-            return
-        del self.listeners[key]
-        self.heard_at.pop(key, None)
         if self.layer is None:
+            self._forget(key, listener)
             return
         async with self._membership:
-            if key not in self.listeners:  # nobody joined again meanwhile
-                self._joined_at.pop(key, None)
-                await self._change("group_discard", key)
+            if not self._forget(key, listener):
+                return
+            await self._discard(key)
             if not self.listeners and self._reader is not None:
                 # Nothing to read for: no task outlives its sockets. A cancelled receive may
                 # retire its channel (RedisPubSubChannelLayer forgets it, and would refuse a
@@ -103,29 +119,115 @@ class FanOutHub:
                 self._reader = None
                 self.channel = None
 
+    def _forget(self, key: str, listener: Listener) -> bool:
+        """Stop handing ``key``'s news to ``listener``; True when it was the last one."""
+        listeners = self.listeners.get(key, {})
+        if listener not in listeners:
+            return False
+        del listeners[listener]
+        if listeners:
+            return False
+        del self.listeners[key]
+        self.heard_at.pop(key, None)
+        return True
+
     async def renew(self) -> None:
-        """Renew every membership this hub holds (the sockets' upkeep calls it well inside the
-        layer's group_expiry)."""
+        """Renew every membership (the sockets' upkeep calls it well inside group_expiry)."""
         if self.layer is None:
             return
         async with self._membership:
-            if self.channel is None:
-                return
-            for key in list(self.listeners):
-                await self._change("group_add", key)
+            if self.channel is not None:
+                await self._add_all(list(self.listeners))
 
-    async def _change(self, operation: str, key: str) -> None:
-        """A failed change (Redis away) is logged: subscriptions converge and join again."""
+    async def _add(self, key: str) -> bool:
+        """Under the lock: put the hub's channel in ``key``'s group. A failure is reported to
+        the layer's outage; subscriptions converge and join again."""
+        channel = self.channel
+        self._joined_with[key] = channel  # even if the add fails half done, a leave discards it
+        self._stale.get(key, set()).discard(channel)
         try:
-            await getattr(self.layer, operation)(broadcast.task_group(key), self.channel)
-        except Exception:
-            logger.warning("%s failed key=%s", operation, key, exc_info=True)
-            return
-        if operation == "group_add":
-            self._joined_at[key] = time.monotonic()
+            await self.layer.group_add(broadcast.task_group(key), channel)
+        except Exception as exc:
+            broadcast.layer_trouble("group_add", exc, key=key)
+            return False
+        outages.channel_layer.answered()
+        self._joined_at[key] = time.monotonic()
+        return True
+
+    async def _discard(self, key: str) -> None:
+        """Under the lock: take the channel that joined ``key`` out of its group, or keep it
+        for the repair to try again."""
+        self._joined_at.pop(key, None)
+        channel = self._joined_with.pop(key, None)
+        if channel is None:
+            return  # never joined (the layer was away): nothing to take out
+        if not await self._discard_channel(key, channel):
+            self._stale.setdefault(key, set()).add(channel)
+            if self._repair is None or self._repair.done():
+                self._repair = asyncio.create_task(self._repair_stale(), name="hub discards")
+
+    async def _discard_channel(self, key: str, channel: str) -> bool:
+        try:
+            await self.layer.group_discard(broadcast.task_group(key), channel)
+        except Exception as exc:
+            broadcast.layer_trouble("group_discard", exc, key=key)
+            return False
+        outages.channel_layer.answered()
+        return True
+
+    async def _repair_stale(self) -> None:
+        """Retry the discards that failed until every one went through."""
+        for delay in backoff():
+            await asyncio.sleep(delay)
+            async with self._membership:
+                for key, channels in list(self._stale.items()):
+                    for channel in list(channels):
+                        if self._joined_with.get(key) == channel:
+                            channels.discard(channel)  # joined again meanwhile: keep it
+                        elif await self._discard_channel(key, channel):
+                            channels.discard(channel)
+                    if not channels:
+                        del self._stale[key]
+                if not self._stale:
+                    return
 
     async def _read(self) -> None:
-        await broadcast.receive_forever(self.layer, self.channel, self.deliver, "fan-out hub")
+        await broadcast.receive_forever(
+            self.layer, self.channel, self.deliver, "fan-out hub", on_failure=self._layer_away
+        )
+
+    def _layer_away(self) -> None:
+        """The reader could not receive: once the layer answers, remake the memberships."""
+        if self._restore is None or self._restore.done():
+            self._restore = asyncio.create_task(self._remake(), name="hub memberships")
+
+    async def _remake(self) -> None:
+        """Make every membership again (a restarted Redis forgot them), then have every socket
+        re-check its tasks: what was published meanwhile is lost."""
+        for delay in backoff():
+            await asyncio.sleep(delay)
+            async with self._membership:
+                if self.channel is None:
+                    return  # every socket left
+                keys = list(self.listeners)
+                if await self._add_all(keys):
+                    break
+        logger.info("fan-out hub memberships made again tasks=%d", len(keys))
+        try:
+            found = await positions_by_key(keys)
+        except Exception:  # the database is away too: convergence repairs them later
+            logger.warning("re-checking tasks after the layer came back failed", exc_info=True)
+            return
+        for key, position in found.items():
+            for listener in tuple(self.listeners.get(key, ())):
+                self._defer(listener.recheck(key, position))
+
+    async def _add_all(self, keys: list[str]) -> bool:
+        """Under the lock: add every membership; False at the first that fails."""
+        for key in keys:
+            if not await self._add(key):
+                return False
+        return True
 
     async def deliver(self, message: dict[str, Any]) -> None:
         """Hand one layer message to every local socket that watches its task."""
@@ -141,14 +243,25 @@ class FanOutHub:
                 except Exception:
                     logger.exception("delivering news failed key=%s", message.get("task"))
             else:
-                task = asyncio.create_task(listener.take_news(message))
-                self._deferred.add(task)
-                task.add_done_callback(self._deferred_done)
+                self._defer(listener.take_news(message))
+
+    def _defer(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._deferred.add(task)
+        task.add_done_callback(self._deferred_done)
 
     def _deferred_done(self, task: asyncio.Task[None]) -> None:
         self._deferred.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("delivering news failed", exc_info=task.exception())
+
+
+def backoff() -> Iterator[float]:
+    """Pauses between tries of a layer operation: soon at first, then twice a second."""
+    delay = REPAIR_FIRST_SECONDS
+    while True:
+        yield delay
+        delay = min(delay * 2, REPAIR_MAX_SECONDS)
 
 
 _hubs: weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, FanOutHub]] = (

@@ -5,6 +5,12 @@ The fast path reads one way: the process's hub (hub.py) hands a layer message to
 outlet (outlet.py), and the outlet to daphne's transport. Consumers never write task state:
 starting and cancelling go through the coordinator.
 
+Whatever a client sends, it gets an answer in protocol: a bad frame its error frame, and a
+failure of ours (a bug, a database outage) a ``server_error`` frame and close 1011 (4011 under
+daphne), never a bare 1011 with every subscription dropped unexplained. What a socket holds (the
+sockets gauge, its subscriptions, its place in the upkeep and the revocation watch) is given
+back once, in a ``finally``, however the consumer ends.
+
 An idle socket costs what it must and no more: no task of its own beside the one the server
 runs it in (the process's upkeep, upkeep.py, looks after every socket), no channel, no frame
 limiter until the client sends a frame, no task row kept.
@@ -29,17 +35,27 @@ from streamapp.adapters.routing import DIRECT
 from streamapp.asgi.wiring import note_connection
 from streamapp.conf import app_settings
 from streamapp.coordinator import coordinator
+from streamapp.credentials import Credential, credential_of, recheck
 from streamapp.handover import open_sockets
 from streamapp.models import Status, StreamTask
+from streamapp.positions import Position
 
 from .hub import hub_for
-from .limits import SocketLimits
+from .limits import REFUSALS, SocketLimits
 from .outlet import SocketOutlet
 from .protocol import Action, ProtocolError, parse
+from .revocation import watch
 from .subscription import Subscription
 from .upkeep import SocketUpkeep, upkeep_for
 
 logger = logging.getLogger("streamapp.consumers")
+
+
+def who(user: Any) -> str:
+    """How a cancel's final state names the client that asked for it."""
+    if getattr(user, "is_authenticated", False):
+        return str(user.get_username())
+    return "an anonymous client"
 
 
 class TaskSocketConsumer(AsyncWebsocketConsumer):
@@ -48,7 +64,31 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     # No channel per socket: live news comes from the process's fan-out hub (hub.py).
     channel_layer_alias = None
     groups = ()  # none to join: and no empty list per socket
-    upkeep: SocketUpkeep | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.subscriptions: dict[str, Subscription] = {}
+        self.upkeep: SocketUpkeep | None = None
+        self.limits: SocketLimits | None = None  # made when the client first sends a frame
+        self.credential: Credential | None = None
+        self.counted = False  # in the sockets gauge
+        self.accepted = False
+        self.closing = False
+        self.released = False
+
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> Any:
+        """Channels' ``as_asgi``, less a coroutine frame kept per socket: the application
+        hands back the consumer's own coroutine instead of awaiting it."""
+
+        def app(scope: Any, receive: Any, send: Any) -> Any:
+            return cls(**initkwargs)(scope, receive, send)
+
+        app.consumer_class = cls  # type: ignore[attr-defined]
+        app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
+        functools.update_wrapper(app, cls, updated=())
+        setattr(app, DIRECT, True)  # StreamAppMiddlewareStack may route to it itself
+        return markcoroutinefunction(app)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Channels' loop, without a task of its own per receive (there is nothing else to
@@ -65,38 +105,46 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         finally:  # however the consumer ends (even cancelled or crashed), nothing stays behind
             await self.release()
 
-    @classmethod
-    def as_asgi(cls, **initkwargs: Any) -> Any:
-        """Channels' ``as_asgi``, less a coroutine frame kept per socket: the application
-        hands back the consumer's own coroutine instead of awaiting it."""
-
-        def app(scope: Any, receive: Any, send: Any) -> Any:
-            return cls(**initkwargs)(scope, receive, send)
-
-        app.consumer_class = cls  # type: ignore[attr-defined]
-        app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
-        functools.update_wrapper(app, cls, updated=())
-        setattr(app, DIRECT, True)  # StreamAppMiddlewareStack may route to it itself
-        return markcoroutinefunction(app)
+    async def release(self) -> None:
+        """Give back what the socket holds, once."""
+        if self.released:
+            return
+        self.released = True
+        open_sockets.discard(self)
+        if self.counted:
+            metrics.SOCKETS_CONNECTED.dec()
+        if self.credential is not None:
+            watch().discard(self)
+        await self.unsubscribe_all()
+        if self.upkeep is not None:
+            self.upkeep.forget(self)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
+        """Run the handler; a failure of ours closes the socket in protocol (server_error)."""
+        try:
+            handler = getattr(self, get_handler_name(message), None)
+            if handler is None:
+                raise ValueError(f"No handler for message type {message['type']}")
+            await handler(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            logger.exception("socket failed handling %s", message.get("type"))
+            await self.fail()
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
-        self.subscriptions: dict[str, Subscription] = {}
         self.user = self.scope.get("user")
         unread_token = note_connection(self.scope)
         if unread_token is not None:
             self.scope["token_error"] = unread_token
-        self.limits: SocketLimits | None = None  # made when the client first sends a frame
-        self.closing = False
+        metrics.SOCKETS_CONNECTED.inc()
+        self.counted = True
+        self.credential = credential_of(self.scope)
+        if self.credential is not None:
+            watch().add(self)
         self.hub = hub_for(get_channel_layer())
         self.outlet = SocketOutlet.for_socket(self.scope, self, app_settings.SEND_BUFFER_BYTES)
         self.upkeep = upkeep_for(self.hub)
-        metrics.SOCKETS_CONNECTED.inc()
         open_sockets.add(self)
         await super().websocket_connect(message)
 
@@ -104,16 +152,9 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         await self.disconnect(message["code"])
         raise StopConsumer
 
-    async def release(self) -> None:
-        """Give back what the socket holds, once."""
-        upkeep, self.upkeep = self.upkeep, None
-        if upkeep is None:
-            return
-        self.closing = True
-        open_sockets.discard(self)
-        metrics.SOCKETS_CONNECTED.dec()
-        await self.unsubscribe_all()
-        upkeep.forget(self)
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        await super().accept(subprotocol, headers)
+        self.accepted = True
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -172,6 +213,41 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
             return None
         return self.close_now(code)
 
+    async def fail(self) -> None:
+        """Our failure: say so, close 1011 (4011 under daphne); the client resumes with since."""
+        if self.closing:
+            raise StopConsumer  # a close is under way: nothing more can be said
+        try:
+            if not self.accepted:
+                await self.accept()
+            error = protocol.error(
+                protocol.SERVER_ERROR, "the server failed handling this socket; reconnect"
+            )
+            await self.send(text_data=protocol.encode(error))  # the outlet may be what failed
+            await self.close_now(protocol.CLOSE_SERVER_ERROR)
+        except Exception:
+            logger.warning("could not close a failed socket in protocol", exc_info=True)
+            raise StopConsumer from None
+
+    async def revoke(self, reason: str) -> None:
+        """The user's sign-in no longer holds: say why and close 4403 (revocation.py)."""
+        if self.closing:
+            return
+        logger.info("closing a socket whose sign-in no longer holds reason=%s", reason)
+        await self.send_frame(protocol.error("forbidden", f"you are no longer signed in: {reason}"))
+        await self.close_now(protocol.CLOSE_FORBIDDEN)
+
+    async def current_user(self, key: str | None = None) -> Any:
+        """The socket's user, checked afresh (one indexed query); refused when revoked."""
+        if self.credential is None:
+            return self.user  # anonymous: nothing to revoke
+        user, reason = await recheck(self.credential)
+        if reason is not None:
+            raise ProtocolError("forbidden", f"you are no longer signed in: {reason}", key,
+                                close=True)
+        self.user = user
+        return user
+
     async def close_slow(self) -> None:
         """The client has not read for SLOW_CLIENT_SECONDS: what it missed stays in the log."""
         client = self.scope.get("client") or ("?", "?")
@@ -182,14 +258,20 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     # -- subscriptions ----------------------------------------------------------------------
 
     async def subscribe(
-        self, model: type[StreamTask], pk: Any, key: str, since: int | None
+        self, model: type[StreamTask], pk: Any, key: str, since: int | None,
+        recheck_user: bool = True,
     ) -> Subscription:
-        """Join, read the task (one query), check access, send its state and replay; start a
-        pending task when AUTO_START is on. UnknownTask when there is no such row."""
-        subscription = Subscription.of(model, pk, key, self, self.outlet)
+        """Check the user; join, read the task (one query), check access, send its state and
+        replay; start a pending task when AUTO_START is on. UnknownTask when there is no row.
+
+        ``recheck_user`` False: the handshake has just checked the user (the one-task endpoint).
+        """
+        if recheck_user:
+            await self.current_user(key)
         old = self.subscriptions.pop(key, None)
         if old is not None:
             await old.close()
+        subscription = Subscription.of(model, pk, key, self, self.outlet)
         self.subscriptions[key] = subscription
         try:
             task, notes = await subscription.open(since, self.check_watch)
@@ -200,15 +282,19 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
             raise
         for note in notes:
             await self.send_frame(note)
-        if subscription.behind and self.upkeep is not None:
-            self.upkeep.attend(self)  # its replay waits for room
-        elif self.upkeep is not None:
-            self.upkeep.ensure_running()
+        if self.upkeep is not None:
+            if subscription.behind:
+                self.upkeep.attend(self)  # its replay waits for room
+            else:
+                self.upkeep.ensure_running()
         if subscription.status == Status.PENDING and app_settings.AUTO_START:
             await coordinator.start_task(task)
+        if self.limits is not None:
+            self.limits.granted()
         return subscription
 
     async def check_watch(self, task: StreamTask) -> None:
+        """May the socket's user watch ``task``? (Before anything of it is sent.)"""
         if not await allowed(task.can_subscribe, self.user):
             key = task.task_key
             raise ProtocolError("forbidden", self.denied(f"you may not watch {key}"), key)
@@ -219,11 +305,14 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
             await subscription.close()
 
     async def cancel(self, task: StreamTask) -> None:
-        if not await allowed(task.can_cancel, self.user):
+        user = await self.current_user(task.task_key)
+        if not await allowed(task.can_cancel, user):
             raise ProtocolError(
                 "forbidden", self.denied(f"you may not cancel {task.task_key}"), task.task_key
             )
-        await coordinator.cancel_task(task)
+        await coordinator.cancel_task(task, reason=f"cancelled by {who(user)}")
+        if self.limits is not None:
+            self.limits.granted()
 
     # -- client frames ----------------------------------------------------------------------
 
@@ -232,21 +321,41 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
             return  # the close is sent: nothing may follow it
         if self.limits is None:
             self.limits = SocketLimits()
+        if not self.limits.admit():
+            metrics.rate_limited("messages")
+            if self.limits.flooded():
+                logger.info("closing a socket that kept flooding")
+                await self.refuse("rate_limited", "too many frames; slow down")
+            else:
+                await self.send_frame(protocol.error("rate_limited", "too many frames; slow down"))
+            return
         try:
-            if not self.limits.admit():
-                metrics.rate_limited("messages")
-                raise ProtocolError("rate_limited", "too many frames; slow down")
             action = parse(text_data, bytes_data, app_settings.MAX_CLIENT_FRAME_BYTES)
             if action.name == "ping":
                 await self.send_text(protocol.PONG)
             else:
                 await self.act(action)
         except ProtocolError as exc:
-            if self.limits.must_close(exc.code):
-                logger.info("closing a misbehaving socket code=%s", exc.code)
-                await self.refuse(exc.code, exc.message, exc.task)
-            else:
-                await self.send_frame(protocol.error(exc.code, exc.message, exc.task))
+            await self.answer(exc)
+
+    async def answer(self, exc: ProtocolError) -> None:
+        """The error frame; then the close, when the error or the socket's record calls for it."""
+        await self.send_frame(protocol.error(exc.code, exc.message, exc.task))
+        if self.limits is None:
+            self.limits = SocketLimits()
+        if exc.close:
+            await self.close_now(protocol.CLOSE_CODES[exc.code])
+        elif self.limits.must_close(exc.code):
+            code = exc.code
+            if code in REFUSALS:
+                metrics.rate_limited("refusals")
+                if code != "rate_limited":
+                    await self.send_frame(protocol.error(
+                        "rate_limited", "too many refused subscribes and cancels; closing"
+                    ))
+                code = "rate_limited"
+            logger.info("closing a misbehaving socket code=%s", code)
+            await self.close_now(protocol.CLOSE_CODES[code])
 
     async def act(self, action: Action) -> None:
         raise NotImplementedError
@@ -273,6 +382,15 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         await self.progressed(subscription)
         if subscription.behind and self.upkeep is not None:
             self.upkeep.attend(self)  # it waits for room, or for the log
+
+    async def recheck(self, key: str, position: Position) -> None:
+        """The layer was away and is back: repair ``key``'s subscription if it missed news."""
+        subscription = self.subscriptions.get(key)
+        if subscription is not None and subscription.missed(position):
+            await subscription.converge(position)
+            await self.progressed(subscription)
+            if subscription.behind and self.upkeep is not None:
+                self.upkeep.attend(self)
 
     async def progressed(self, subscription: Subscription) -> None:
         """Hook: ``subscription`` may have sent frames (its final state, for one)."""

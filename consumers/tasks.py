@@ -7,9 +7,9 @@ from typing import Any
 from streamapp import metrics, protocol
 from streamapp.conf import app_settings
 from streamapp.exceptions import UnknownTask
-from streamapp.keys import aget_task, canonical_key, split_key, stream_task_model
+from streamapp.keys import aget_task, canonical_key, route_key, split_key
 
-from .protocol import Action, ProtocolError, parse_since
+from .protocol import Action, ProtocolError, since_from_query
 from .sockets import TaskSocketConsumer
 from .subscription import Subscription
 
@@ -17,13 +17,14 @@ from .subscription import Subscription
 class TaskConsumer(TaskSocketConsumer):
     """``ws/tasks/<app_label>/<model>/<pk>/[?since=N]``: one task, closed after its final state."""
 
+    key = ""
+
     async def connect(self) -> None:
         await self.accept()
         kwargs = self.scope["url_route"]["kwargs"]
         try:
-            model = stream_task_model(kwargs["app_label"], kwargs["model"])
-            model, pk = split_key(canonical_key(model, kwargs["pk"]))  # checked, nothing read
-            self.key = canonical_key(model, pk)  # as the task names itself: "…/007/" is 7
+            self.key = route_key(kwargs.get("app_label"), kwargs.get("model"), kwargs.get("pk"))
+            model, pk = split_key(self.key)  # checked, nothing read yet
         except UnknownTask as exc:
             await self.refuse("not_found", str(exc))
             return
@@ -31,7 +32,7 @@ class TaskConsumer(TaskSocketConsumer):
         if note is not None:
             await self.send_frame(note)
         try:
-            subscription = await self.subscribe(model, pk, self.key, since)
+            subscription = await self.subscribe(model, pk, self.key, since, recheck_user=False)
         except UnknownTask as exc:
             await self.refuse("not_found", str(exc))
             return
@@ -42,12 +43,8 @@ class TaskConsumer(TaskSocketConsumer):
 
     def since_from_query(self) -> tuple[int | None, dict[str, Any] | None]:
         """``?since=N`` from the URL; a bad value is reported and ignored."""
-        query = self.scope.get("query_string", b"").decode("latin-1")
-        values = [part[6:] for part in query.split("&") if part.startswith("since=")]
-        if not values:
-            return None, None
         try:
-            return parse_since(values[-1]), None
+            return since_from_query(self.scope.get("query_string")), None
         except ProtocolError as exc:
             return None, protocol.error(exc.code, exc.message, self.key)
 
@@ -105,3 +102,4 @@ class MultiTaskConsumer(TaskSocketConsumer):
             await self.subscribe(model, pk, key, action.since)
         except UnknownTask as exc:
             raise ProtocolError("not_found", str(exc), action.task[:100]) from None
+

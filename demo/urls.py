@@ -7,7 +7,7 @@ from . import views
 
 urlpatterns = [
     path("", views.index, name="index"),
-    path("demo/tasks/", views.create_task, name="create-task"),
+    path("demo/tasks/", views.tasks, name="create-task"),
     path("admin/", admin.site.urls),
     path("", include("streamapp.urls")),
     # The demo serves its own static files (streamapp.js, the page's script and style) even

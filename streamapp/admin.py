@@ -137,7 +137,10 @@ class StreamTaskAdminMixin:
         selected = list(queryset)
         tasks = [task for task in selected if task.can_cancel(request.user)]
         denied = len(selected) - len(tasks)
-        done, skipped = async_to_sync(_each)(tasks, coordinator.cancel_task)
+        reason = f"cancelled by {request.user.get_username()} in the admin"
+        done, skipped = async_to_sync(_each)(
+            tasks, lambda task: coordinator.cancel_task(task, reason=reason)
+        )
         self._report(request, "Cancelled", done, "had already ended", skipped)
         if denied:
             self.message_user(  # type: ignore[attr-defined]

@@ -1,7 +1,9 @@
 """streamapp on the channel layer: group names, the messages it publishes, its listeners' loop.
 
 The layer is a doorbell, not a log: a publish may be dropped (a full channel, Redis away), so a
-failed publish is logged and swallowed; subscribers repair from the event log.
+failed publish is swallowed; subscribers repair from the event log. A layer that is away is an
+outage (streamapp/outages.py): logged when it starts and when it ends, with what failed
+meanwhile counted, never once per message.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from . import protocol
+from . import outages, protocol
+from .outages import is_unavailable
 
 logger = logging.getLogger("streamapp.broadcast")
 
@@ -21,7 +24,7 @@ logger = logging.getLogger("streamapp.broadcast")
 TASK_GROUP_PREFIX = "sa.t."
 CONTROL_GROUP_PREFIX = "sa.c."
 WORKERS_GROUP = "sa.workers"
-RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)  # between failed receives
+RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0)  # between failed receives: soon back once the layer is
 
 
 def task_group(key: str) -> str:
@@ -40,11 +43,20 @@ async def _group_send(group: str, message: dict[str, Any]) -> bool:
         return False
     try:
         await layer.group_send(group, message)
-    except Exception:  # the layer only carries news; the log and the DB stay right
-        logger.warning("group_send failed group=%s type=%s", group, message["type"], exc_info=True,
-                       extra={"task_key": message.get("task")})
+    except Exception as exc:  # the layer only carries news; the log and the DB stay right
+        layer_trouble(message["type"], exc, key=message.get("task"))
         return False
+    outages.channel_layer.answered()
     return True
+
+
+def layer_trouble(what: str, exc: BaseException, key: str | None = None) -> None:
+    """A layer operation failed: an outage when the layer is away, else logged with its cause."""
+    if is_unavailable(exc):
+        outages.channel_layer.failed(what, exc)
+    else:
+        logger.warning("channel layer %s failed key=%s", what, key, exc_info=True,
+                       extra={"task_key": key})
 
 
 async def publish_events(key: str, events: Sequence[tuple[int, str]]) -> bool:
@@ -91,10 +103,12 @@ async def receive_forever(
     channel: str,
     handle: Callable[[dict[str, Any]], Awaitable[None] | None],
     what: str,
+    on_failure: Callable[[], None] | None = None,
 ) -> None:
     """Hand every message arriving on ``channel`` to ``handle`` (awaited if async), until cancelled.
 
-    A failed receive (Redis away) is logged once and retried, sooner at first, then less often.
+    A failed receive (Redis away) is reported and retried, soon at first, then every second;
+    ``on_failure`` hears of each failure (the caller may have memberships to make again).
     """
     failures = 0
     while True:
@@ -102,13 +116,15 @@ async def receive_forever(
             message = await layer.receive(channel)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log = logger.warning if failures == 0 else logger.debug
-            log("%s receive failed", what, exc_info=True)
+        except Exception as exc:
+            layer_trouble(f"{what} receive", exc)
+            if on_failure is not None:
+                on_failure()
             await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])
             failures += 1
             continue
         failures = 0
+        outages.channel_layer.answered()
         handled = handle(message)
         if handled is not None:
             await handled

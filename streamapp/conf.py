@@ -55,23 +55,45 @@ DEFAULTS: dict[str, Any] = {
     "OPEN_ACCESS": False,
     # Register every StreamTask model the project did not register itself in the Django admin.
     "ADMIN_AUTO_REGISTER": True,
-    # -- security (README "Security") --
+    # -- security (docs/security.md) --
     # Dotted path of ``f(token) -> user`` for ``Authorization: Bearer`` / ``?token=``; it raises
     # InvalidToken (or returns None) to refuse. None turns token authentication off.
     "TOKEN_AUTHENTICATOR": "streamapp.tokens.authenticate_token",
     # Lifetime in seconds of tokens from streamapp.tokens.mint_token (the default authenticator).
     "TOKEN_MAX_AGE": 3600,
-    # Rates are (count, seconds) or None for no limit. WebSocket handshakes per client address,
-    # counted in the RATE_LIMIT_CACHE so that every process sharing it shares the count.
+    # Open sockets re-check their user this often (seconds): one whose user was deactivated or
+    # whose token expired is closed with 4403 within it. Subscribes and cancels check at once.
+    "REVALIDATE_SECONDS": 30.0,
+    # Reverse proxies in front that append to X-Forwarded-For: None (none: the peer is the
+    # client), their number, or a list of their addresses/networks. The client is the address
+    # the last trusted proxy saw. Replaces daphne's --proxy-headers (which takes the first entry).
+    "TRUSTED_PROXIES": None,
+    # Rates are (count, seconds): a bucket of ``count`` refilled at count/seconds per second;
+    # None for no limit. Counted in the RATE_LIMIT_CACHE (Redis: shared by every process).
+    # WebSocket handshakes per client before authentication (its address plus the credential it
+    # presents; clients that present none share their address's), then per address for all.
     "CONNECTION_RATE": (60, 60.0),
+    "ADDRESS_CONNECTION_RATE": (1000, 60.0),
+    # Handshakes per signed-in user (any address, any credential), after authentication.
+    "USER_CONNECTION_RATE": (30, 60.0),
+    # Open sockets per signed-in user, and anonymous open sockets per address (None: no cap).
+    "USER_SOCKETS": 30,
+    "ANONYMOUS_SOCKETS": 200,
     # Frames per socket: a burst of ``count``, refilled at count/seconds per second, in-process.
     "MESSAGE_RATE": (100, 10.0),
     # Frames in a row refused for rate before the socket is closed with 4429.
     "MAX_REFUSED_FRAMES": 50,
+    # Refused subscribes and cancels (forbidden, not_found, rate_limited) per socket, as a rate
+    # (each granted one pays one back); over it the socket is closed with 4429.
+    "REFUSAL_RATE": (10, 60.0),
     # Malformed frames (bad_request) one socket may send before it is closed with 4400.
     "MAX_BAD_FRAMES": 20,
     # The Django cache alias holding connection counts (make it Redis for many processes).
     "RATE_LIMIT_CACHE": "default",
+    # Who may read /metrics and /ready's reasons: addresses/networks, and/or a bearer token.
+    # Both None: anyone may read /metrics, and /ready tells no one its reasons.
+    "METRICS_ALLOWED_ADDRESSES": None,
+    "METRICS_TOKEN": None,
 }
 
 
@@ -109,9 +131,28 @@ ENV_PREFIX = "STREAMAPP_"
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
+# Settings whose environment form is a comma-separated list (or, for TRUSTED_PROXIES, a count).
+LIST_SETTINGS = {"TRUSTED_PROXIES", "METRICS_ALLOWED_ADDRESSES"}
+TEXT_SETTINGS = {"METRICS_TOKEN"}
+NULLABLE_COUNTS = {"USER_SOCKETS", "ANONYMOUS_SOCKETS"}
+
+
 def _parse(name: str, raw: str) -> Any:
     default = DEFAULTS[name]
     text = raw.strip().lower()
+    if name in TEXT_SETTINGS:
+        return raw.strip() or None
+    if name in NULLABLE_COUNTS and text in {"", "none"}:
+        return None
+    if name in LIST_SETTINGS or isinstance(default, tuple):
+        if text in {"", "none"}:
+            return None
+        if isinstance(default, tuple):  # a rate: "count/seconds" (or "(count, seconds)")
+            count, _, seconds = text.strip("()").replace(",", "/").partition("/")
+            return (int(count), float(seconds))
+        if text.isascii() and text.isdigit():
+            return int(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
     if isinstance(default, bool):
         if text in _TRUE | _FALSE:
             return text in _TRUE

@@ -40,13 +40,20 @@ class Unreachable(StreamAppError):
 
 
 class ProtocolError(StreamAppError):
-    """A client frame broke the wire protocol; ``code`` is the error frame's code."""
+    """A client frame broke the wire protocol; ``code`` is the error frame's code.
 
-    def __init__(self, code: str, message: str, task: str | None = None) -> None:
+    ``close``: the socket must close after the error frame, whatever its limits say (a client
+    whose sign-in no longer holds).
+    """
+
+    def __init__(
+        self, code: str, message: str, task: str | None = None, close: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.task = task
+        self.close = close
 
 
 class InvalidToken(StreamAppError):
@@ -55,3 +62,7 @@ class InvalidToken(StreamAppError):
 
 class MissingExtra(StreamAppConfigurationError):
     """A feature was used whose pip extra (streamapp[redis], [postgres], [metrics]) is missing."""
+
+
+class BadQuery(StreamAppError, ValueError):
+    """An HTTP query parameter is malformed; the message names it and what was expected."""

@@ -14,10 +14,23 @@ from django.core.exceptions import ValidationError
 from .exceptions import UnknownTask
 from .models import StreamTask, is_stream_task_model
 
-# Short and plain on purpose: group names must be ASCII and under 100 characters.
-KEY_PATTERN = re.compile(
-    r"([A-Za-z][A-Za-z0-9_]{0,19})\.([A-Za-z][A-Za-z0-9_]{0,29})\.([A-Za-z0-9_-]{1,40})"
-)
+# Short and plain on purpose: group names must be ASCII and under 100 characters. re.ASCII keeps
+# every class to ASCII whatever a later edit adds (\w would take "é" and "١").
+APP_LABEL = r"[A-Za-z][A-Za-z0-9_]{0,19}"
+MODEL_NAME = r"[A-Za-z][A-Za-z0-9_]{0,29}"
+PK_TEXT = r"[A-Za-z0-9_-]{1,40}"
+KEY_PATTERN = re.compile(rf"({APP_LABEL})\.({MODEL_NAME})\.({PK_TEXT})", re.ASCII)
+PARTS = {
+    "app label": re.compile(APP_LABEL, re.ASCII),
+    "model": re.compile(MODEL_NAME, re.ASCII),
+    "pk": re.compile(PK_TEXT, re.ASCII),
+}
+SHOWN_CHARS = 100
+
+
+def shown(value: str) -> str:
+    """Client text quoted in a message: at most SHOWN_CHARS, always sendable as UTF-8."""
+    return repr(value[:SHOWN_CHARS]).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def task_key(task: StreamTask) -> str:
@@ -41,14 +54,27 @@ def split_key(key: Any) -> tuple[type[StreamTask], Any]:
         raise UnknownTask("a task key is a string like 'app_label.model.pk'")
     match = KEY_PATTERN.fullmatch(key)
     if match is None:
-        raise UnknownTask(f"malformed task key {key[:100]!r}")
+        raise UnknownTask(f"malformed task key {shown(key)}")
     app_label, model_name, raw_pk = match.groups()
     model = stream_task_model(app_label.lower(), model_name.lower())
     try:
         pk = model._meta.pk.to_python(raw_pk)
-    except ValidationError:
+    except (ValidationError, TypeError, ValueError):
         raise UnknownTask(f"no task {key}") from None
     return model, pk
+
+
+def route_key(app_label: Any, model_name: Any, pk: Any) -> str:
+    """The key of ``ws/tasks/<app_label>/<model>/<pk>/`` (or its HTTP twin), checked like any key.
+
+    The URL's parts come percent-decoded, so they may hold anything: each must fit its part of
+    KEY_PATTERN before a model is looked up.
+    """
+    for (part, pattern), value in zip(PARTS.items(), (app_label, model_name, pk), strict=True):
+        if not isinstance(value, str) or pattern.fullmatch(value) is None:
+            raise UnknownTask(f"malformed {part} {shown(str(value))} in the task's path")
+    model, pk_value = split_key(f"{app_label}.{model_name}.{pk}")
+    return canonical_key(model, pk_value)
 
 
 def canonical_key(model: type[StreamTask], pk: Any) -> str:

@@ -123,6 +123,22 @@ LEASE_EXPIRIES = Counter(
     "Running tasks whose lease ran out (WorkerLost), by what the sweeper did.",
     ["model", "outcome"],
 )
+OUTAGES = Counter(
+    "streamapp_outages",
+    "Times this process found the database or the channel layer away (one per outage).",
+    ["dependency"],
+)
+OUTAGE_SECONDS = Counter(
+    "streamapp_outage_seconds",
+    "Seconds the database or the channel layer was away, counted when each outage ended.",
+    ["dependency"],
+)
+OUTAGE_FAILURES = Counter(
+    "streamapp_outage_failures",
+    "Operations that failed during an outage: retried writes, dropped layer messages, failed "
+    "receives and group changes.",
+    ["dependency"],
+)
 RATE_LIMIT_REJECTIONS = Counter(
     "streamapp_rate_limit_rejections",
     "Client actions or connections refused for going over a limit.",
@@ -167,6 +183,18 @@ def lease_expired(key: str, retry: bool) -> None:
     LEASE_EXPIRIES.labels(model=model, outcome="retry" if retry else "failed").inc()
     if not retry:
         TASKS_FINISHED.labels(model=model, status="failed").inc()
+
+
+def outage_started(dependency: str) -> None:
+    OUTAGES.labels(dependency=dependency).inc()
+
+
+def outage_failure(dependency: str) -> None:
+    OUTAGE_FAILURES.labels(dependency=dependency).inc()
+
+
+def outage_ended(dependency: str, seconds: float) -> None:
+    OUTAGE_SECONDS.labels(dependency=dependency).inc(seconds)
 
 
 @cache

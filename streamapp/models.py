@@ -161,6 +161,18 @@ class StreamTask(models.Model):
             return True
         return bool(getattr(user, "is_authenticated", False))
 
+    @classmethod
+    def visible_to(cls, user: Any) -> models.QuerySet:
+        """The tasks ``GET /tasks/`` lists for ``user``: narrow it the way ``can_subscribe`` does.
+
+        A filter, so a listing costs one query however many tasks there are; each listed row is
+        still checked with ``can_subscribe``. Default: all of them, or none for anonymous users
+        (``can_subscribe``'s default rule).
+        """
+        if app_settings.OPEN_ACCESS or getattr(user, "is_authenticated", False):
+            return cls._default_manager.all()
+        return cls._default_manager.none()
+
     def can_cancel(self, user: Any) -> bool:
         """May ``user`` cancel this task? Default: staff, or the task's ``owner`` if it has one."""
         if app_settings.OPEN_ACCESS:

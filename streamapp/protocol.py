@@ -23,10 +23,12 @@ BAD_REQUEST = "bad_request"
 RATE_LIMITED = "rate_limited"
 TOO_LARGE = "too_large"
 HISTORY_TRUNCATED = "history_truncated"
+SERVER_ERROR = "server_error"  # the server failed handling this socket: reconnect with since
 
 # Close codes. The server accepts, sends the error frame that says why, then closes.
 CLOSE_NORMAL = 1000  # the one-task endpoint, after the task's final state
 CLOSE_TOO_LARGE = 1009
+CLOSE_SERVER_ERROR = 1011  # after a server_error frame (4011 under daphne)
 CLOSE_SERVICE_RESTART = 1012  # this server is going away: reconnect at once, elsewhere
 CLOSE_BAD_REQUEST = 4400  # a socket that kept sending malformed frames
 CLOSE_FORBIDDEN = 4403
@@ -39,6 +41,7 @@ CLOSE_CODES = {
     TOO_LARGE: CLOSE_TOO_LARGE,
     RATE_LIMITED: CLOSE_RATE_LIMITED,
     BAD_REQUEST: CLOSE_BAD_REQUEST,
+    SERVER_ERROR: CLOSE_SERVER_ERROR,
 }
 
 

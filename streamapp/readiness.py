@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection
 
+logger = logging.getLogger("streamapp.readiness")
+
 ROUND_TRIP_TIMEOUT = 2.0
+_last_reported: list[list[str]] = [[]]  # the problems last logged, so a poller logs changes
 
 
 def _database_answers() -> None:
@@ -34,3 +38,14 @@ async def readiness_problems() -> list[str]:
         except Exception as exc:
             problems.append(f"channel layer: {type(exc).__name__}: {exc}")
     return problems
+
+
+def report(problems: list[str]) -> None:
+    """Log why this process is not ready: at WARNING when the reasons change, else at DEBUG."""
+    changed = problems != _last_reported[0]
+    _last_reported[0] = problems
+    if problems:
+        level = logging.WARNING if changed else logging.DEBUG
+        logger.log(level, "not ready: %s", "; ".join(problems))
+    elif changed:
+        logger.info("ready again")

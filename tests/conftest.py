@@ -11,6 +11,7 @@ from channels.testing import WebsocketCommunicator
 from django.db import connections
 
 from consumers.logpages import log_pages
+from streamapp import outages
 from streamapp.coordinator import coordinator
 
 from .support.browser import launch_chromium, open_page
@@ -43,6 +44,7 @@ async def clean_runtime():
         # the async ORM's worker thread keeps its own, and the test database must be flushed.
         coordinator.reopen()
         log_pages.clear()  # a later test may reuse a task key
+        outages.reset()  # nor does it inherit an outage (the sweeper holds off after one)
         await sync_to_async(connections.close_all)()
 
 

@@ -12,6 +12,10 @@ STREAMAPP = {
     "HEARTBEAT_SECONDS": 10.0,
     # Load tests open hundreds of sockets from 127.0.0.1; the limiter's own tests set limits.
     "CONNECTION_RATE": None,
+    "ADDRESS_CONNECTION_RATE": None,
+    "USER_CONNECTION_RATE": None,
+    "USER_SOCKETS": None,
+    "ANONYMOUS_SOCKETS": None,
     # Subprocess tests hand short leases, sweeps, timeouts and limits to their servers and
     # workers as STREAMAPP_<NAME> environment variables.
     **from_environment(),

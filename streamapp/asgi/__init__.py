@@ -3,9 +3,9 @@
 ``StreamAppMiddlewareStack`` wraps the project's WebSocket router: foreign Origins refused,
 handshake floods turned away before any session lookup, then a bearer token's user when the
 client sends one, else the session's (looked up only when the handshake carries the session
-cookie); a path no route matches refused with 4404; outermost, the socket's send backlog put in
-the scope (it needs the server's own ``send``). ``lifespan`` is the ASGI lifespan application
-for uvicorn and hypercorn.
+cookie), then the user's (or the anonymous address's) handshake and open-socket limits; a path
+no route matches refused with 4404; the socket's send backlog put in the scope (it needs the
+server's own ``send``). ``lifespan`` is the ASGI lifespan application for uvicorn and hypercorn.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ async def refuse_not_found(path: str, receive: Any, send: Any) -> None:
     if message["type"] != "websocket.connect":
         return
     await send({"type": "websocket.accept"})
-    error = protocol.error("not_found", f"no WebSocket endpoint at {path[:200]}")
+    shown = path[:200].encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate
+    error = protocol.error("not_found", f"no WebSocket endpoint at {shown}")
     await send({"type": "websocket.send", "text": protocol.encode(error)})
     await send({"type": "websocket.close", "code": protocol.CLOSE_NOT_FOUND})
 

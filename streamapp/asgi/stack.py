@@ -15,26 +15,33 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlparse
 
 from channels.auth import AuthMiddlewareStack
 from channels.security.websocket import WebsocketDenier
 
-from .. import metrics
 from ..adapters.daphne import backlog_of
 from ..adapters.routing import DirectRoutes, is_no_route
-from ..tokens import aauthenticate, token_from_scope
+from ..addresses import scope_address
 from . import servers
-from .handshakes import client_address, connection_allowed, refuse_rate_limited
+from .handshakes import (
+    ADDRESS_KEY,
+    CREDENTIAL_KEY,
+    SocketLimitMiddleware,
+    claim_socket,
+    presented_credential,
+    refuse_connection,
+    refuse_rate_limited,
+    release,
+)
 from .notfound import refuse_not_found
 from .origin import AllowedHostsOriginValidator
 from .sendqueue import SendQueue
-from .tokenauth import ANONYMOUS, empty_session, has_session_cookie
+from .tokenauth import authenticated
 from .transport import SCOPE_KEY
 from .wiring import STACK_KEY
 
-limit_logger = logging.getLogger("streamapp.ratelimit")
 route_logger = logging.getLogger("streamapp.asgi")
+
 
 class FirstReceive:
     """``receive``, noting whether the application has asked for a message yet."""
@@ -57,19 +64,25 @@ class StreamAppStack:
         self.inner = inner
         self.origins = AllowedHostsOriginValidator(None)  # its rule, not its __call__
         self.direct = DirectRoutes(inner)  # streamapp's own routes, when inner is a URLRouter
-        self.with_session = AuthMiddlewareStack(inner)
+        # A session's user is known only inside channels' session middlewares: its handshake
+        # and socket limits are counted in there.
+        self.with_session = AuthMiddlewareStack(SocketLimitMiddleware(inner))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] != "websocket":
             return await self.inner({**scope, STACK_KEY: True}, receive, send)
-        if not self.origins.valid_origin(_origin(scope)):
+        if not self.origins.admits(scope):
             return await WebsocketDenier()(scope, receive, send)
-        address = client_address(scope)
-        if address is not None and not await connection_allowed(address):
-            limit_logger.info("handshake rate limited address=%s", address)
-            metrics.rate_limited("connections")
-            return await refuse_rate_limited(receive, send)
-        application, scope, queue = await self._prepare(scope, send)
+        address, credential = scope_address(scope), presented_credential(scope)
+        refusal = await refuse_connection(address, credential)
+        if refusal is not None:
+            return await refuse_rate_limited(receive, send, refusal)
+        application, scope, queue = await self._prepare(scope, send, address, credential)
+        slot, member = None, ""
+        if "user" in scope:  # a token's user or anonymous (the session's, in with_session)
+            refusal, slot, member = await claim_socket(scope)
+            if refusal is not None:
+                return await refuse_rate_limited(receive, send, refusal)
         if queue is not None:
             send = queue.send
         first = FirstReceive(receive)
@@ -81,26 +94,25 @@ class StreamAppStack:
             route_logger.info("no WebSocket route path=%s", scope.get("path", "")[:200])
             return await refuse_not_found(scope.get("path", ""), receive, send)
         finally:
+            if slot is not None:
+                await release(slot, member)
             if queue is not None:
                 await queue.stop()
 
     async def _prepare(
-        self, scope: dict[str, Any], send: Any
+        self, scope: dict[str, Any], send: Any, address: str | None, credential: str | None
     ) -> tuple[Any, dict[str, Any], SendQueue | None]:
         """The application to run, the scope it gets and the send queue, if any; what it took
         to find them goes with this frame, not kept for the socket's lifetime."""
-        added: dict[str, Any] = {STACK_KEY: True}
-        token = token_from_scope(scope)
-        if token is not None:
-            added["user"], added["token_error"] = await aauthenticate(token)
-            added["session"] = empty_session()  # a refused token never falls back to it
-        elif not has_session_cookie(scope):
-            added["user"], added["session"] = ANONYMOUS, empty_session()
-        queue = self._transport(scope, send, added)
+        added: dict[str, Any] = {STACK_KEY: True, ADDRESS_KEY: address, CREDENTIAL_KEY: credential}
         application = self.inner
-        if "user" not in added:
+        user = await authenticated(scope)
+        if user is None:
             application = self.with_session  # the session's user (a thread hop to the DB)
-        elif (route := self.direct.match(scope)) is not None:
+        else:
+            added.update(user)
+        queue = self._transport(scope, send, added)
+        if user is not None and (route := self.direct.match(scope)) is not None:
             application, routed = route  # the router's work, without its frame and copy
             added.update(routed)
         return application, {**scope, **added}, queue  # the one copy the socket keeps
@@ -122,15 +134,3 @@ class StreamAppStack:
             return None
         queue = added[SCOPE_KEY] = SendQueue(send)
         return queue
-
-
-def _origin(scope: dict[str, Any]) -> Any:
-    """The handshake's Origin, parsed as channels' OriginValidator parses it (None if absent)."""
-    parsed = None
-    for name, value in scope.get("headers", ()):
-        if name == b"origin":
-            try:
-                parsed = urlparse(value.decode("latin1"))
-            except UnicodeDecodeError:
-                pass
-    return parsed

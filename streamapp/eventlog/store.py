@@ -2,19 +2,27 @@
 
 Events are stored as the exact frame text sent live, so a replay is byte-identical to the live
 stream and costs no re-encoding.
+
+A run's appends are fenced: ``append`` takes the run's lease as a queryset that matches the task
+row only while that lease holds (runner/leases.py builds it) and inserts only if it matches, in
+the same statement, which locks the row while it runs; otherwise it raises ``LeaseLost`` and
+inserts nothing. The sweeper locks the row before it reads the log's top and ends the task, so
+an append is either wholly before an expiry (and counted in the task's ``last_seq``) or refused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from asgiref.sync import sync_to_async
 from django.db import connections, router, transaction
 from django.db.models import Max, Min
 from django.db.models.functions import Length
 
+from ..exceptions import LeaseLost
 from .models import TaskEvent
 
 _COLUMNS = ("task_key", "seq", "name", "frame", "created_at")
@@ -27,30 +35,66 @@ class LoggedEvent(NamedTuple):
     created_at: datetime
 
 
-async def append(key: str, events: Sequence[LoggedEvent]) -> None:
-    """Store a batch of one task's events in one transaction.
+# A queryset of the task row that matches only while a run's lease holds (runner/leases.py).
+Fence = Any
 
-    This is on the hot path of every event, so it skips the model layer: a prepared INSERT run
-    for every row costs a fraction of ``bulk_create`` (bench/eventlog_cost.py).
+_MAX_PARAMS = 65535  # where the backend names no limit: PostgreSQL's protocol
+
+
+async def append(key: str, events: Sequence[LoggedEvent], fence: Fence | None = None) -> None:
+    """Store a batch of one task's events: all of them or none.
+
+    ``fence``: the run's lease. The batch is written only if the fence still matches the task
+    row, checked in the INSERT itself (locking the row, where the database has row locks, for
+    the statement's length); otherwise nothing is written and ``LeaseLost`` is raised.
+
+    This is on the hot path of every event, so it skips the model layer: one multi-row
+    INSERT … SELECT per batch, not ``bulk_create`` (bench/eventlog_cost.py).
     """
-    await sync_to_async(_insert)(key, events)
+    await sync_to_async(_insert)(key, events, fence)
 
 
-def _insert(key: str, events: Sequence[LoggedEvent]) -> None:
+def _insert(key: str, events: Sequence[LoggedEvent], fence: Fence | None = None) -> None:
     connection = connections[router.db_for_write(TaskEvent)]
     ops = connection.ops
-    fields = [TaskEvent._meta.get_field(name) for name in _COLUMNS]
-    sql = "INSERT INTO {} ({}) VALUES ({})".format(
+    fence_sql, fence_params = _fence_sql(fence, connection) if fence is not None else ("", [])
+    width = len(_COLUMNS)
+    limit = connection.features.max_query_params or _MAX_PARAMS
+    per_statement = max((limit - len(fence_params)) // width, 1)
+    statements = []
+    for start in range(0, len(events), per_statement):
+        chunk = events[start:start + per_statement]
+        values = ", ".join(["({})".format(", ".join(["%s"] * width))] * len(chunk))
+        params = [
+            value for e in chunk
+            for value in (key, e.seq, e.name, e.frame, ops.adapt_datetimefield_value(e.created_at))
+        ]
+        statements.append((len(chunk), _insert_sql(ops) + values + ") AS batch" + fence_sql,
+                           params + fence_params))
+    # One statement commits on its own: a writer frozen between statements holds no lock.
+    atomic = transaction.atomic(using=connection.alias) if len(statements) > 1 else nullcontext()
+    with atomic, connection.cursor() as cursor:
+        for count, sql, params in statements:
+            cursor.execute(sql, params)
+            if cursor.rowcount != count:
+                raise LeaseLost(f"{key}: the run's lease is gone; {len(events)} events not logged")
+
+
+def _insert_sql(ops: Any) -> str:
+    return "INSERT INTO {} ({}) SELECT * FROM (VALUES ".format(
         ops.quote_name(TaskEvent._meta.db_table),
-        ", ".join(ops.quote_name(field.column) for field in fields),
-        ", ".join(["%s"] * len(fields)),
+        ", ".join(ops.quote_name(TaskEvent._meta.get_field(name).column) for name in _COLUMNS),
     )
-    rows = [
-        (key, e.seq, e.name, e.frame, ops.adapt_datetimefield_value(e.created_at))
-        for e in events
-    ]
-    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+
+
+def _fence_sql(fence: Fence, connection: Any) -> tuple[str, list[Any]]:
+    """`` WHERE EXISTS (the lease's row, locked)`` and its parameters."""
+    rows = fence.using(connection.alias).order_by().values("pk")
+    sql, params = rows.query.get_compiler(connection=connection).as_sql()
+    features = connection.features
+    if features.has_select_for_update:
+        sql += " " + connection.ops.for_update_sql(no_key=features.has_select_for_no_key_update)
+    return f" WHERE EXISTS ({sql})", list(params)
 
 
 async def since(
@@ -90,6 +134,12 @@ async def latest(key: str) -> tuple[int, str] | None:
 
 async def current_seq(key: str) -> int:
     result = await TaskEvent.objects.filter(task_key=key).aaggregate(top=Max("seq"))
+    return result["top"] or 0
+
+
+def last_logged_seq(key: str) -> int:
+    """``current_seq`` for code already in a transaction (the sweeper, under its row lock)."""
+    result = TaskEvent.objects.filter(task_key=key).aggregate(top=Max("seq"))
     return result["top"] or 0
 
 

@@ -4,6 +4,11 @@ An event is announced on the channel layer only after its log row is written, so
 client has received can be replayed. Writes are batched: ``emit`` queues the event and one
 writer task per stream flushes what has queued up in one INSERT and one layer message, at most
 BATCH_BYTES at a time (a bigger event goes alone), so big events never make a giant message.
+
+A run's stream writes under the run's lease (``fence``, see store.append): a refused write ends
+the stream at once (nothing more is written or announced) and tells the run
+(``on_lease_lost``). While the database is away the writer retries for up to LEASE_SECONDS;
+events queue meanwhile, up to EVENT_BUFFER events or BUFFER_BYTES, beyond which ``emit`` waits.
 """
 
 from __future__ import annotations
@@ -11,14 +16,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.utils import timezone
 
-from .. import broadcast, metrics, protocol
+from .. import broadcast, metrics, outages, protocol
 from ..conf import app_settings
-from ..dbretry import with_retries
-from ..exceptions import EventTooLarge
+from ..dbretry import is_transient, with_retries
+from ..exceptions import EventTooLarge, LeaseLost
 from . import store
 from .store import LoggedEvent
 
@@ -31,8 +37,18 @@ BUFFER_BYTES = 16 * 1024 * 1024  # frame text queued before send_event waits for
 class EventStream:
     """The event pipe of one task in the process that runs it."""
 
-    def __init__(self, key: str, last_seq: int, retention: int | None = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        last_seq: int,
+        retention: int | None = None,
+        *,
+        fence: store.Fence | None = None,
+        on_lease_lost: Callable[[], None] | None = None,
+    ) -> None:
         self.key = key
+        self.fence = fence
+        self._on_lease_lost = on_lease_lost
         self.seq = last_seq  # last seq handed out
         self.logged_seq = last_seq  # last seq written to the log and announced
         self._retention = retention if retention is not None else app_settings.EVENT_RETENTION
@@ -79,20 +95,31 @@ class EventStream:
             while self._queue:
                 batch = self._next_batch()
                 await with_retries(
-                    functools.partial(store.append, self.key, batch), what="event log", key=self.key
+                    functools.partial(store.append, self.key, batch, self.fence),
+                    what="event log", key=self.key, patience=app_settings.LEASE_SECONDS,
                 )
                 self.logged_seq = batch[-1].seq
                 await broadcast.publish_events(self.key, [(e.seq, e.frame) for e in batch])
                 metrics.events_sent(self.key, len(batch))
                 await self._trim_if_due()
+        except LeaseLost as exc:
+            logger.warning("event log write refused, the lease is gone key=%s", self.key,
+                           extra={"task_key": self.key})
+            self._fail(exc)
+            if self._on_lease_lost is not None:
+                self._on_lease_lost()
         except Exception as exc:
             logger.error("event log write failed key=%s", self.key, exc_info=True,
                          extra={"task_key": self.key})
-            self._error = exc
-            self._queue.clear()
-            self._queued_chars = 0
+            self._fail(exc)
         finally:
             self._writer = None
+
+    def _fail(self, exc: BaseException) -> None:
+        """Nothing queued will be written: ``emit`` and ``drain`` raise ``exc`` from now on."""
+        self._error = exc
+        self._queue.clear()
+        self._queued_chars = 0
 
     def _next_batch(self) -> list[LoggedEvent]:
         """The oldest queued events up to BATCH_BYTES of frame text (at least one)."""
@@ -110,8 +137,14 @@ class EventStream:
         # Trim in steps of a tenth of the retention so the DELETE is rare, not per event.
         slack = max(self._retention // 10, 1)
         if self.logged_seq - self._retention >= self._trimmed_below + slack:
+            try:
+                await store.trim(self.key, self._retention)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                outages.database.failed("event log trim", exc)  # the next batch trims
+                return
             self._trimmed_below = self.logged_seq - self._retention
-            await store.trim(self.key, self._retention)
 
 
 async def emit_once(key: str, name: str, data: Any) -> int:

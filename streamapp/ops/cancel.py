@@ -18,7 +18,7 @@ from ..keys import aget_task
 from ..models import FINAL_STATUSES, Status
 
 
-async def cancel_and_wait(key: str, timeout: float) -> str:
+async def cancel_and_wait(key: str, timeout: float, reason: str | None = None) -> str:
     """Cancel the task ``key`` wherever it runs; return its final status.
 
     Raises UnknownTask, NothingToCancel, Unreachable, or TimeoutError when it has not ended
@@ -38,7 +38,7 @@ async def cancel_and_wait(key: str, timeout: float) -> str:
     if channel is not None:
         await layer.group_add(group, channel)
     try:
-        if not await coordinator.cancel_task(task):
+        if not await coordinator.cancel_task(task, reason=reason):
             await task.arefresh_from_db(fields=["status"])
             raise NothingToCancel(f"{key} had already ended: {task.status}")
         await task.arefresh_from_db(fields=["status"])

@@ -25,7 +25,7 @@ from ..positions import task_state
 from . import leases
 from .control import ControlChannel
 from .retention import purge_forever
-from .run import Run
+from .run import Run, cancelled_error
 from .sweeper import sweep, sweep_forever
 
 logger = logging.getLogger("streamapp.runner")
@@ -65,21 +65,25 @@ class Coordinator:
         """Claim ``task`` only if it is still pending and run it here: a worker's pick."""
         return await self._start(task, (Status.PENDING,))
 
-    async def cancel_task(self, task: StreamTask) -> bool:
-        """Cancel ``task`` wherever it runs; False when it had already ended."""
+    async def cancel_task(self, task: StreamTask, reason: str | None = None) -> bool:
+        """Cancel ``task`` wherever it runs; False when it had already ended.
+
+        ``reason`` (who or what cancels, e.g. "cancelled by alice") becomes the final state's
+        ``error`` as ``{"type": "Cancelled", "message": reason}``; without one it is null.
+        """
         key = task.task_key
         run = self._runs.get(key)
         if run is not None and run.job is not None:
-            run.stop("cancel")
+            run.stop("cancel", cancelled_error(reason))
             await asyncio.wait([run.job], timeout=CANCEL_GRACE_SECONDS)
             return True
-        if await leases.cancel_pending(task):
+        if await leases.cancel_pending(task, cancelled_error(reason)):
             await task.arefresh_from_db()
             await broadcast.publish_task_state(task, task.last_seq)
             return True
         await task.arefresh_from_db(fields=["status"])
         if task.status == Status.RUNNING:
-            return await broadcast.send_control(key, {"type": "task.cancel"})
+            return await broadcast.send_control(key, {"type": "task.cancel", "reason": reason})
         return False
 
     async def wait_task(self, task: StreamTask, timeout: float | None = None) -> bool:
@@ -165,17 +169,16 @@ class Coordinator:
         if key in self._runs:
             return False
         run = self._runs[key] = Run(task, self.owner, self._control)
-        won = False
         try:
             # Join before claiming: a cancel or signal sent as soon as another process sees the
             # task running must find us; the listener keeps it on this reserved run.
             await self._control.join(key)
-            won = await leases.claim(task, self.owner, app_settings.LEASE_SECONDS, statuses)
+            run.lease = await leases.claim(task, self.owner, app_settings.LEASE_SECONDS, statuses)
         finally:
-            if not won:
+            if run.lease is None:
                 del self._runs[key]
                 await self._control.leave(key)
-        if not won:
+        if run.lease is None:
             return False
         metrics.task_started(key)
         # A fresh context: the run outlives its caller, e.g. an admin request whose thread
@@ -230,7 +233,7 @@ class Coordinator:
         if run is None:
             return
         if message["type"] == "task.cancel":
-            run.stop("cancel")
+            run.stop("cancel", cancelled_error(message.get("reason")))
         elif message["type"] == "task.signal":
             run.context.deliver_signal(message["name"], message.get("data"))
 

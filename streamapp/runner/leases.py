@@ -1,18 +1,30 @@
 """Task leases: the only code that writes the lifecycle and lease columns of a task row.
 
-Every write is one conditional UPDATE; the database decides ownership. An UPDATE that matches no
-row means the caller lost: it stops and does not argue.
+Every write is conditional; the database decides ownership. A write that matches no row means
+the caller lost: it stops and does not argue.
+
+The fencing rule: a run's lease is the pair (``lease_owner``, ``attempts``) its claim wrote, on
+a ``running`` row. Every write the run makes (its event log appends, heartbeats and outcome)
+carries that pair as its condition, checked by the database in the same statement or
+transaction as the write, so a run whose lease was taken away (expired by a sweeper, retried by
+another worker, even by this same process) writes nothing more. The claim bumps ``attempts``:
+two runs of one task never hold the same token, and no column is added to users' tables.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from django.db.models import F
+from asgiref.sync import sync_to_async
+from django.db import connections, router, transaction
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from ..eventlog import store
+from ..exceptions import LeaseLost
 from ..models import STARTABLE_STATUSES, Status, StreamTask
 
 RUNNER_FIELDS = (
@@ -21,7 +33,35 @@ RUNNER_FIELDS = (
 )
 
 
-def _rows(task: StreamTask):
+@dataclass(frozen=True)
+class Lease:
+    """One run's hold on its task row; ``owner`` and ``attempt`` are its fencing token."""
+
+    model: type[StreamTask]
+    pk: Any
+    owner: str
+    attempt: int
+
+    def __str__(self) -> str:
+        meta = self.model._meta
+        key = f"{meta.app_label}.{meta.model_name}.{self.pk}"
+        return f"{key} owner={self.owner} attempt={self.attempt}"
+
+    def rows(self) -> QuerySet:
+        """The task row while this lease holds it; no row once it is gone."""
+        return self.model._default_manager.filter(
+            pk=self.pk, status=Status.RUNNING, lease_owner=self.owner, attempts=self.attempt
+        )
+
+
+class Expired(NamedTuple):
+    """What the sweeper made of an expired lease."""
+
+    retry: bool
+    last_seq: int
+
+
+def _rows(task: StreamTask) -> QuerySet:
     return type(task)._default_manager.filter(pk=task.pk)
 
 
@@ -30,8 +70,8 @@ async def claim(
     owner: str,
     lease_seconds: float,
     statuses: Collection[str] = STARTABLE_STATUSES,
-) -> bool:
-    """Move ``task`` from one of ``statuses`` to ``running`` owned by ``owner``.
+) -> Lease | None:
+    """Move ``task`` from one of ``statuses`` to ``running`` owned by ``owner``; the lease won.
 
     Refreshes ``task`` when won. A worker passes ``(PENDING,)`` only: a candidate it picked that
     meanwhile ran and failed must not run again.
@@ -48,31 +88,30 @@ async def claim(
         attempts=F("attempts") + 1,
         revision=F("revision") + 1,
     )
-    if won:
-        await task.arefresh_from_db()
-    return bool(won)
+    if not won:
+        return None
+    await task.arefresh_from_db()
+    if task.status != Status.RUNNING or task.lease_owner != owner:
+        return None  # already lost: swept and claimed again before we could read it
+    return Lease(type(task), task.pk, owner, task.attempts)
 
 
-async def renew(task: StreamTask, owner: str, lease_seconds: float) -> bool:
-    """Extend the lease; False when ``owner`` no longer holds it."""
+async def renew(lease: Lease, lease_seconds: float) -> None:
+    """Extend the lease; ``LeaseLost`` when it is gone."""
     expires = timezone.now() + timedelta(seconds=lease_seconds)
-    return bool(
-        await _rows(task)
-        .filter(status=Status.RUNNING, lease_owner=owner)
-        .aupdate(lease_expires_at=expires)
-    )
+    if not await lease.rows().aupdate(lease_expires_at=expires):
+        raise LeaseLost(f"{lease}: the lease is gone; not renewed")
 
 
 async def finish(
-    task: StreamTask,
-    owner: str,
+    lease: Lease,
     status: str,
     *,
     last_seq: int,
     final_value: Any = None,
     error: dict[str, str] | None = None,
-) -> bool:
-    """Record the outcome of a run this owner holds; False when the lease was lost."""
+) -> None:
+    """Record the outcome of a run under its lease; ``LeaseLost`` when the lease is gone."""
     fields: dict[str, Any] = dict(
         status=status,
         last_seq=last_seq,
@@ -83,16 +122,19 @@ async def finish(
         revision=F("revision") + 1,
         completed_at=None if status == Status.PENDING else timezone.now(),
     )
-    won = await _rows(task).filter(status=Status.RUNNING, lease_owner=owner).aupdate(**fields)
-    return bool(won)
+    if not await lease.rows().aupdate(**fields):
+        raise LeaseLost(f"{lease}: the lease is gone; outcome {status!r} not recorded")
 
 
-async def cancel_pending(task: StreamTask) -> bool:
-    """Cancel a task nobody runs yet."""
+async def cancel_pending(task: StreamTask, error: dict[str, str] | None = None) -> bool:
+    """Cancel a task nobody runs yet; ``error`` says who or what cancelled it."""
     return bool(
         await _rows(task)
         .filter(status=Status.PENDING)
-        .aupdate(status=Status.CANCELLED, completed_at=timezone.now(), revision=F("revision") + 1)
+        .aupdate(
+            status=Status.CANCELLED, completed_at=timezone.now(), error=error,
+            revision=F("revision") + 1,
+        )
     )
 
 
@@ -111,19 +153,45 @@ async def requeue(task: StreamTask) -> bool:
     )
 
 
-async def expire(task: StreamTask, *, retry: bool, last_seq: int, error: dict[str, str]) -> bool:
-    """End a running task whose lease ran out: ``pending`` again when ``retry``, else failed."""
+async def expire(task: StreamTask, *, error: dict[str, str]) -> Expired | None:
+    """End a running task whose lease ran out: ``pending`` again while attempts remain, else
+    failed. None when it is not expired (any more), or its row is locked by a write under way.
+
+    One transaction: lock the row (as a fenced append does), read the log's top, write. An
+    append either committed before (its events count in ``last_seq``) or is refused after.
+    """
+    return await sync_to_async(_expire)(task, error)
+
+
+def _expire(task: StreamTask, error: dict[str, str]) -> Expired | None:
+    model = type(task)
+    using = router.db_for_write(model)
+    features = connections[using].features
     now = timezone.now()
-    fields: dict[str, Any] = dict(
-        status=Status.PENDING if retry else Status.FAILED,
-        completed_at=None if retry else now,
-        error=error,
-        last_seq=last_seq,
-        lease_owner="",
-        lease_expires_at=None,
-        revision=F("revision") + 1,
+    rows = model._default_manager.using(using).filter(
+        pk=task.pk, status=Status.RUNNING, lease_expires_at__lt=now
     )
-    won = await _rows(task).filter(
-        status=Status.RUNNING, lease_expires_at__lt=now
-    ).aupdate(**fields)
-    return bool(won)
+    with transaction.atomic(using=using):
+        if features.has_select_for_update:
+            # SKIP LOCKED: a row locked by an append under way (its owner may be frozen
+            # mid-transaction) is left for a later sweep instead of holding the sweeper up.
+            rows = rows.select_for_update(
+                skip_locked=features.has_select_for_update_skip_locked,
+                no_key=features.has_select_for_no_key_update,
+            )
+        found = rows.values_list("attempts", "last_seq").first()
+        if found is None:
+            return None
+        attempts, last_seq = found
+        retry = attempts < task.max_attempts
+        last_seq = max(last_seq, store.last_logged_seq(task.task_key))
+        model._default_manager.using(using).filter(pk=task.pk).update(
+            status=Status.PENDING if retry else Status.FAILED,
+            completed_at=None if retry else now,
+            error=error,
+            last_seq=last_seq,
+            lease_owner="",
+            lease_expires_at=None,
+            revision=F("revision") + 1,
+        )
+    return Expired(retry, last_seq)

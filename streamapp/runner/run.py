@@ -1,20 +1,26 @@
 """One task executing in this process: ``process()`` under its timeout, its heartbeat, its event
-stream and signal mailbox, and the outcome recorded under its lease."""
+stream and signal mailbox, and the outcome recorded under its lease.
+
+Every write of the run is fenced by its lease (runner/leases.py): the first one refused
+(``LeaseLost``) stops the run where it is, and it writes and announces nothing more. A database
+outage is ridden out for up to LEASE_SECONDS: the writes retry, events wait in the stream; a
+longer one fails the task with an error that says so.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from .. import broadcast, metrics, protocol
 from ..conf import app_settings
 from ..context import RunContext
-from ..dbretry import with_retries
+from ..dbretry import TRANSIENT_ERRORS, with_retries
 from ..eventlog import store
 from ..eventlog.stream import EventStream
+from ..exceptions import LeaseLost
 from ..models import Status, StreamTask
 from . import leases
 from .control import ControlChannel
@@ -23,6 +29,7 @@ logger = logging.getLogger("streamapp.runner")
 
 SHUTDOWN_ERROR = {"type": "WorkerShutdown", "message": "the worker shut down before the task ended"}
 LEASE_LOST = "lease_lost"  # an outcome this process must not record: another one owns the task
+DATABASE_GONE = "database"  # the database stayed away longer than the run rides out
 
 
 @dataclass
@@ -30,6 +37,11 @@ class Outcome:
     status: str
     final_value: Any = None
     error: dict[str, str] | None = None
+
+
+def cancelled_error(reason: str | None) -> dict[str, str] | None:
+    """A cancelled task's ``error``: who or what cancelled it, when known (DESIGN §3)."""
+    return None if not reason else {"type": "Cancelled", "message": str(reason)[:200]}
 
 
 def error_of(exc: BaseException) -> dict[str, str]:
@@ -45,17 +57,33 @@ class Run:
         self.owner = owner
         self.control = control
         self.context = RunContext(self.key)
+        self.lease: leases.Lease | None = None  # set once claimed: the token of every write
         self.stream: EventStream | None = None  # set once the run has read the log's position
         self.job: asyncio.Task[None] | None = None  # the whole run; None while still claiming
         self.work: asyncio.Task[Any] | None = None  # process() itself: what cancel and timeout stop
-        self.stop_reason: str | None = None  # "cancel", "shutdown" or "lease_lost" once stopped
+        self.stop_reason: str | None = None  # "cancel", "shutdown", "database" once stopped
+        self.stop_error: dict[str, str] | None = None  # why: a cancel's who, a "database" stop
+        self.lease_lost = False  # a write was refused: record nothing, announce nothing
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, error: dict[str, str] | None = None) -> None:
         """Cancel ``process()`` (now, or as soon as it is created); the first reason counts."""
         if self.stop_reason is None:
-            self.stop_reason = reason
+            self.stop_reason, self.stop_error = reason, error
         if self.work is not None:
             self.work.cancel()
+
+    def lose_lease(self) -> None:
+        """A fenced write was refused: stop at once, whatever else stopped the run."""
+        if not self.lease_lost:
+            logger.warning("lease lost, stopping key=%s", self.key, extra={"task_key": self.key})
+        self.lease_lost = True
+        self.stop(LEASE_LOST)
+
+    async def retrying(self, operation: Any, what: str) -> Any:
+        """A database operation of the run, retried through an outage for up to a lease."""
+        return await with_retries(
+            operation, what=what, key=self.key, patience=app_settings.LEASE_SECONDS
+        )
 
     async def execute(self) -> None:
         """Run ``process()`` with a heartbeat beside it, then record how it ended."""
@@ -77,8 +105,13 @@ class Run:
     async def _run_process(self) -> Outcome:
         """Open the task's event stream, run ``process()``, and flush what it sent."""
         task, key = self.task, self.key
-        position = await with_retries(lambda: store.current_seq(key), what="event log position")
-        self.stream = self.context.stream = EventStream(key, position, task.get_event_retention())
+        # A retry goes on from what was durably logged; the row's last_seq outlives a purged log.
+        position = max(task.last_seq, await self.retrying(lambda: store.current_seq(key),
+                                                       "event log position"))
+        self.stream = self.context.stream = EventStream(
+            key, position, task.get_event_retention(),
+            fence=self.lease.rows(), on_lease_lost=self.lose_lease,
+        )
         await broadcast.publish_task_state(task, self.stream.seq)
         outcome = await self._outcome()
         try:
@@ -86,7 +119,7 @@ class Run:
         except Exception as exc:
             if outcome.status == Status.COMPLETED:
                 outcome = Outcome(Status.FAILED, error=error_of(exc))
-        return outcome
+        return Outcome(LEASE_LOST) if self.lease_lost else outcome
 
     async def _outcome(self) -> Outcome:
         """Run ``process()`` under the task's timeout and say how it ended."""
@@ -114,9 +147,14 @@ class Run:
             return Outcome(Status.FAILED, error=error_of(exc))
 
     def stopped_outcome(self) -> Outcome:
-        """How a run this process stopped ends: by cancel, by shutdown, or with its lease lost."""
+        """How a run this process stopped ends: by cancel, by shutdown, by a database outage
+        longer than the run rides out, or with its lease lost."""
+        if self.lease_lost:
+            return Outcome(LEASE_LOST)
+        if self.stop_reason == DATABASE_GONE:
+            return Outcome(Status.FAILED, error=self.stop_error)
         if self.stop_reason == "cancel":
-            return Outcome(Status.CANCELLED)
+            return Outcome(Status.CANCELLED, error=self.stop_error)
         if self.stop_reason == "shutdown":
             if self.task.attempts < self.task.max_attempts:
                 return Outcome(Status.PENDING, error=SHUTDOWN_ERROR)
@@ -130,14 +168,15 @@ class Run:
             logger.warning("lease lost, task abandoned key=%s", key, extra={"task_key": key})
             return
         last_seq = self.stream.logged_seq if self.stream is not None else task.last_seq
-        won = await with_retries(
-            lambda: leases.finish(
-                task, self.owner, outcome.status, last_seq=last_seq,
-                final_value=outcome.final_value, error=outcome.error,
-            ),
-            what="final status", key=key,
-        )
-        if not won:
+        try:
+            await self.retrying(
+                lambda: leases.finish(
+                    self.lease, outcome.status, last_seq=last_seq,
+                    final_value=outcome.final_value, error=outcome.error,
+                ),
+                "final status",
+            )
+        except LeaseLost:
             logger.warning("lease lost before the outcome was recorded key=%s", key,
                            extra={"task_key": key})
             return
@@ -153,27 +192,22 @@ class Run:
             await task.on_failure(outcome.error)
 
     async def _heartbeat(self) -> None:
-        """Renew the lease; stop the run once the lease is lost or may have run out."""
-        lease = app_settings.LEASE_SECONDS
-        held_until = time.monotonic() + lease
+        """Renew the lease every HEARTBEAT_SECONDS; stop the run once it is lost, or once the
+        database has stayed away for longer than a lease."""
+        lease_seconds = app_settings.LEASE_SECONDS
         while True:
             await asyncio.sleep(app_settings.HEARTBEAT_SECONDS)
-            asked_at = time.monotonic()
             try:
-                held = await with_retries(
-                    lambda: leases.renew(self.task, self.owner, lease), what="heartbeat",
-                    attempts=3,
-                )
-            except Exception:
-                logger.warning("heartbeat failed key=%s", self.key, exc_info=True,
-                               extra={"task_key": self.key})
-                if time.monotonic() < held_until:
-                    continue
-                # Unrenewed past its end, the lease may be swept and the task run elsewhere:
-                # stop, so it never runs twice at once.
-                held = False
-            if not held:
-                self.stop(LEASE_LOST)
+                await self.retrying(lambda: leases.renew(self.lease, lease_seconds), "heartbeat")
+            except LeaseLost:
+                self.lose_lease()
                 return
-            held_until = asked_at + lease
+            except TRANSIENT_ERRORS as exc:
+                logger.error("database away too long, failing the task key=%s error=%s",
+                             self.key, exc, extra={"task_key": self.key})
+                self.stop(DATABASE_GONE, error_of(exc))
+                return
+            except Exception:
+                logger.exception("heartbeat failed key=%s", self.key, extra={"task_key": self.key})
+                continue
             await self.control.join(self.key)  # refresh the membership before group_expiry

@@ -20,8 +20,10 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import close_old_connections, connections, transaction
 
-from ..broadcast import WORKERS_GROUP, receive_forever
+from .. import outages
+from ..broadcast import WORKERS_GROUP, layer_trouble, receive_forever
 from ..conf import app_settings
+from ..dbretry import is_transient
 from ..keys import stream_task_models
 from ..models import StreamTask
 from .coordinator import Coordinator
@@ -135,12 +137,17 @@ class Worker:
 
     async def _claim_safely(self) -> int:
         try:
-            return await self.claim_available()
-        except Exception:
+            claimed = await self.claim_available()
+        except Exception as exc:
             # The database is away: try again at the next wake-up or poll.
-            logger.warning("claiming failed", exc_info=True)
+            if is_transient(exc):
+                outages.database.failed("claim", exc)
+            else:
+                logger.warning("claiming failed", exc_info=True)
             await sync_to_async(close_old_connections)()
             return 0
+        outages.database.answered()
+        return claimed
 
     def _watch(self, task: StreamTask) -> None:
         """Count the run and hear when it ends: a freed slot is news."""
@@ -177,8 +184,8 @@ class Worker:
                 )
                 self._tasks.add(asyncio.create_task(listen, name="worker:wake"))
             await layer.group_add(WORKERS_GROUP, self._channel)
-        except Exception:  # no wake-ups for now: polling still finds the tasks
-            logger.warning("joining %s failed", WORKERS_GROUP, exc_info=True)
+        except Exception as exc:  # no wake-ups for now: polling still finds the tasks
+            layer_trouble(f"join {WORKERS_GROUP}", exc)
 
     async def _close(self) -> None:
         layer = get_channel_layer()

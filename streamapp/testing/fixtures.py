@@ -3,21 +3,25 @@ in your ``conftest.py`` (needs pytest-django and pytest-asyncio)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
-from . import connect, finish_running_tasks, in_memory_layer, streamapp_settings
+from . import IN_MEMORY_LAYERS, connect, finish_running_tasks
 
 
 @pytest.fixture
-def streamapp_layer() -> Iterator[Any]:
-    """The in-memory channel layer, for this test."""
-    with in_memory_layer():
-        yield get_channel_layer()
+def streamapp_layer(settings: Any) -> Any:
+    """The in-memory channel layer, for this test.
+
+    Through pytest-django's ``settings``, like ``streamapp_override``: its changes are undone in
+    reverse order, so two of them never restore each other's settings.
+    """
+    settings.CHANNEL_LAYERS = IN_MEMORY_LAYERS
+    return get_channel_layer()
 
 
 @pytest.fixture
@@ -46,15 +50,10 @@ async def task_socket(
 
 
 @pytest.fixture
-def streamapp_override() -> Iterator[Callable[..., None]]:
+def streamapp_override(settings: Any) -> Callable[..., None]:
     """``streamapp_override(AUTO_START=False)``: STREAMAPP keys for the rest of the test."""
-    active = []
 
     def override(**values: Any) -> None:
-        context = streamapp_settings(**values)
-        context.enable()
-        active.append(context)
+        settings.STREAMAPP = {**(getattr(settings, "STREAMAPP", None) or {}), **values}
 
-    yield override
-    for context in reversed(active):
-        context.disable()
+    return override

@@ -28,9 +28,10 @@ KEY = "demo.exampletask.1"
 # Loads the module into the page; `window.seen` records everything the client reports.
 LOAD_CLIENT = """async ([url, key, since, options]) => {
   const { StreamClient } = await import("/streamapp.js");
-  window.seen = { events: [], states: [], errors: [], connection: [], delays: [] };
+  window.seen = { events: [], states: [], errors: [], connection: [], delays: [], details: [] };
   const onConnectionState = (detail) => {
     seen.connection.push(detail.state);
+    seen.details.push(detail);
     if (detail.delay !== null) seen.delays.push(detail.delay);
   };
   window.client = new StreamClient(url, { ...options, onConnectionState });
@@ -137,11 +138,12 @@ def subscribe(since: int) -> dict[str, Any]:
     return {"action": "subscribe", "task": KEY, "since": since}
 
 
-async def test_resubscribes_from_the_last_seq_and_drops_repeated_events(page):
+@pytest.mark.parametrize("code", [1012, 4012])
+async def test_a_restart_close_resubscribes_at_once_from_the_last_seq(page, code):
     async def first(conversation: Conversation) -> None:
         await conversation.recv()
         await conversation.send(state("running", 0), *map(event, [1, 2, 3, 2, 3]))
-        await conversation.ws.close(1012)
+        await conversation.ws.close(code)
 
     async def second(conversation: Conversation) -> None:
         await conversation.recv()
@@ -149,14 +151,66 @@ async def test_resubscribes_from_the_last_seq_and_drops_repeated_events(page):
         await conversation.listen()
 
     server = ScriptedServer(first, second)
-    seen = await server.watch(page, "seen.states.at(-1) === 'completed'", since=0, minDelay=40,
-                              maxDelay=160)
+    seen = await server.watch(page, "seen.states.at(-1) === 'completed'", since=0, minDelay=4000,
+                              maxDelay=16000)
 
     assert [frames[0] for frames in server.received] == [subscribe(0), subscribe(3)]
     assert seen["events"] == [1, 2, 3, 4, 5]
     assert seen["states"] == ["running", "running", "completed"]
     assert seen["connection"] == ["connecting", "open", "reconnecting", "connecting", "open"]
-    assert 20 <= seen["delays"][0] <= 40
+    reconnecting = seen["details"][2]
+    assert reconnecting["delay"] == 0  # no backoff: another server is ready now
+    assert reconnecting["code"] == code and reconnecting["reason"] == "restart"
+
+
+async def test_restart_closes_in_a_row_back_off(page):
+    """A server that keeps answering a reconnect with 1012 is not hammered."""
+
+    async def restarting(conversation: Conversation) -> None:
+        await conversation.recv()
+        await conversation.ws.close(1012)
+
+    async def serving(conversation: Conversation) -> None:
+        await conversation.recv()
+        await conversation.send(state("completed", 0))
+        await conversation.listen()
+
+    server = ScriptedServer(restarting, restarting, serving)
+    seen = await server.watch(page, "seen.states.at(-1) === 'completed'", since=0, minDelay=100)
+
+    assert seen["delays"][0] == 0
+    assert 50 <= seen["delays"][1] <= 100  # the second within a few seconds waits its turn
+    assert [detail["reason"] for detail in seen["details"] if detail["state"] == "reconnecting"
+            ] == ["restart", "restart"]
+
+
+async def test_rate_limited_waits_longer_and_is_not_counted_as_a_drop(page):
+    async def rate_limited(conversation: Conversation) -> None:
+        await conversation.send({"type": "error", "code": "rate_limited",
+                                 "message": "too many connections"})
+        await conversation.ws.close(4429)
+
+    async def dropped(conversation: Conversation) -> None:
+        await conversation.recv()
+        await conversation.send(state("running", 0))
+        await conversation.ws.close(1011)
+
+    async def serving(conversation: Conversation) -> None:
+        await conversation.recv()
+        await conversation.send(state("completed", 0))
+        await conversation.listen()
+
+    server = ScriptedServer(rate_limited, rate_limited, dropped, serving)
+    seen = await server.watch(page, "seen.states.at(-1) === 'completed'", since=0, minDelay=40,
+                              rateLimitDelay=400, maxRateLimitDelay=1600)
+
+    waits = [d for d in seen["details"] if d["state"] == "reconnecting"]
+    assert [(d["code"], d["reason"]) for d in waits] == [
+        (4429, "rate_limited"), (4429, "rate_limited"), (1011, "lost")]
+    assert 200 <= waits[0]["delay"] <= 400 and 400 <= waits[1]["delay"] <= 800  # doubling
+    assert [d["attempt"] for d in waits] == [0, 0, 1]  # a 4429 is not a failed attempt
+    assert 20 <= waits[2]["delay"] <= 40  # the ordinary backoff starts from its first step
+    assert seen["errors"] == []  # the rate_limited frames were about no subscribed task
 
 
 async def test_backs_off_while_the_server_is_away_then_resumes_and_sends_the_queued_cancel(page):
@@ -202,8 +256,51 @@ async def test_a_silent_socket_is_given_up_and_replaced(page):
 
     server = ScriptedServer(silent, second)
     seen = await server.watch(page, "seen.states.at(-1) === 'completed'", since=0,
-                              pingInterval=150, minDelay=40)
+                              pingInterval=150, pongTimeout=150, minDelay=40)
 
     assert server.received[0] == [subscribe(0), {"action": "ping"}]
     assert server.received[1][0] == subscribe(0)
     assert seen["connection"] == ["connecting", "open", "reconnecting", "connecting", "open"]
+    assert seen["details"][2]["reason"] == "unresponsive"
+
+
+async def test_an_answered_ping_keeps_the_socket(page):
+    async def answering(conversation: Conversation) -> None:
+        await conversation.recv()
+        await conversation.send(state("running", 0), event(1))
+        assert await conversation.recv() == {"action": "ping"}  # quiet: the client asks
+        await conversation.send({"type": "pong"})
+        assert await conversation.recv() == {"action": "ping"}  # and asks again, later
+        await conversation.send(event(2), state("completed", 2))
+        await conversation.listen()
+
+    server = ScriptedServer(answering)
+    seen = await server.watch(page, "seen.states.at(-1) === 'completed'", since=0,
+                              pingInterval=200, pongTimeout=5000)
+
+    assert server.received[0] == [subscribe(0), {"action": "ping"}, {"action": "ping"}]
+    assert seen["connection"] == ["connecting", "open"]
+    assert seen["events"] == [1, 2]
+
+
+async def test_persist_session_survives_a_reload(page):
+    async def streaming(conversation: Conversation) -> None:
+        await conversation.recv()
+        await conversation.send(state("running", 0), *map(event, [1, 2, 3]))
+        await conversation.listen()
+
+    server = ScriptedServer(streaming, streaming)
+    async with server.serving() as port:
+        url = f"ws://127.0.0.1:{port}/ws/tasks/"
+        await load_client(page, port, since=0, persist="session")
+        await page.wait_for_function("seen.events.length === 3")
+        await page.reload()
+        persisted = await page.evaluate(
+            """async (url) => {
+              const { StreamClient } = await import("/streamapp.js");
+              const client = new StreamClient(url, { persist: "session" });
+              const persisted = client.persisted;
+              client.close();
+              return persisted;
+            }""", url)
+    assert persisted == [{"key": KEY, "lastSeq": 3}]

@@ -105,6 +105,7 @@ async def test_cancel_action_cancels_a_running_task_through_the_coordinator(staf
     )
     await task.arefresh_from_db()
     assert task.status == "cancelled"
+    assert task.error["type"] == "Cancelled" and task.error["message"].endswith(" in the admin")
     assert not coordinator.is_task_running(task)
     assert f"Cancelled: {task.task_key}." in response.content.decode()
 

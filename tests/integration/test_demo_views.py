@@ -91,7 +91,34 @@ def test_a_post_without_the_csrf_token_is_refused():
 
 
 def test_only_post_creates(browser_client):
-    assert browser_client.get("/demo/tasks/").status_code == 405
+    assert browser_client.get("/demo/tasks/").json() == {"tasks": []}
+    assert browser_client.put("/demo/tasks/", HTTP_X_CSRFTOKEN=browser_client.csrf_token
+                              ).status_code == 405
+    assert not ExampleTask.objects.exists()
+
+
+def test_get_describes_the_tasks_a_reloaded_page_rebuilds_its_cards_from(browser_client):
+    example = ExampleTask.objects.create(message="hi", steps=5, delay=0.5)
+    slow = SlowTask.objects.create(seconds=2.5)
+    query = "&".join(f"key={key}" for key in (
+        slow.task_key, example.task_key, slow.task_key, "demo.slowtask.999999",
+        "demo.signaltask.1", "nonsense"))
+
+    body = browser_client.get(f"/demo/tasks/?{query}").json()
+
+    assert body == {"tasks": [
+        {"key": slow.task_key, "kind": "slow", "fields": {"seconds": 2.5},
+         "created_at": slow.created_at.isoformat()},
+        {"key": example.task_key, "kind": "example",
+         "fields": {"message": "hi", "steps": 5, "delay": 0.5},
+         "created_at": example.created_at.isoformat()},
+    ]}
+
+
+def test_get_takes_at_most_a_hundred_keys(browser_client):
+    response = browser_client.get("/demo/tasks/?" + "&".join(["key=demo.slowtask.1"] * 101))
+    assert response.status_code == 400
+    assert response.json()["message"] == "at most 100 keys at a time, got 101"
 
 
 def test_the_demo_serves_the_client_module():

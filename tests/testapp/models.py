@@ -86,6 +86,15 @@ class TimeoutTask(StreamTask):
 class OwnedTask(StreamTask):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.CASCADE)
 
+    @classmethod
+    def visible_to(cls, user):
+        """Listed for their owner and for staff (anyone signed in may still watch by key)."""
+        if getattr(user, "is_staff", False):
+            return cls.objects.all()
+        if not getattr(user, "is_authenticated", False):
+            return cls.objects.none()
+        return cls.objects.filter(owner=user)
+
     async def process(self):
         await self.send_event("hello", {})
         return await self.wait_signal("finish")

@@ -1,5 +1,7 @@
 // The demo page: start demo tasks over HTTP, watch each as a card through one StreamClient.
-import { StreamClient } from "../streamapp/streamapp.js";
+// After a reload it rebuilds the cards it was watching (kept by the client's `persist`) and the
+// user's recent tasks (GET /tasks/), each replayed from the log and then live.
+import { StreamClient, listTasks } from "../streamapp/streamapp.js";
 
 const FINAL = new Set(["completed", "failed", "cancelled"]);
 
@@ -17,20 +19,49 @@ const PROGRESS = {
   "demo.slowtask": (frame, fields) => frame.data.elapsed / fields.seconds,
 };
 
-const CONNECTION_TEXT = {
-  connecting: () => "Connecting…",
-  open: () => "Connected",
-  reconnecting: ({ delay, attempt }) =>
-    `Connection lost: retrying in ${(delay / 1000).toFixed(1)} s (attempt ${attempt})`,
-  closed: () => "Disconnected",
+// Why the socket was given up, as the indicator says it.
+const LOSS_TEXT = {
+  lost: "Connection lost",
+  restart: "Server restarting",
+  rate_limited: "Too many connections",
+  unresponsive: "Server not responding",
 };
 
+const DISMISSED = "demo:dismissed"; // sessionStorage: cards this tab closed stay closed
+
 const connection = document.getElementById("connection");
-const client = new StreamClient(undefined, { onConnectionState: showConnection, onError: showStartError });
+let countdown;
+
+const client = new StreamClient(undefined, {
+  persist: "session",
+  // A server that stops answering shows within a second, not when TCP gives up: after 200 ms
+  // without a frame the page pings, and 400 ms without an answer ends the socket.
+  pingInterval: 200,
+  pongTimeout: 400,
+  onConnectionState: showConnection,
+  onError: showStartError,
+});
+const cards = new Map(); // key -> TaskCard
+
+function connectionText({ state, attempt, retryAt, reason }) {
+  if (state === "open") return "Connected";
+  if (state === "closed") return "Disconnected";
+  if (state === "connecting") return attempt > 0 ? `Reconnecting… (attempt ${attempt})` : "Connecting…";
+  const why = LOSS_TEXT[reason] ?? LOSS_TEXT.lost;
+  const seconds = Math.max(0, (retryAt - Date.now()) / 1000);
+  const attemptText = attempt > 0 ? ` (attempt ${attempt})` : "";
+  return seconds > 0
+    ? `${why}: reconnecting in ${seconds.toFixed(1)} s${attemptText}`
+    : `${why}: reconnecting now${attemptText}`;
+}
 
 function showConnection(detail) {
+  clearInterval(countdown);
   connection.dataset.state = detail.state;
-  connection.textContent = CONNECTION_TEXT[detail.state](detail);
+  connection.dataset.reason = detail.reason ?? "";
+  const render = () => { connection.textContent = connectionText(detail); };
+  render();
+  if (detail.state === "reconnecting" && detail.delay > 0) countdown = setInterval(render, 100);
   if (detail.state === "open") {
     connection.dataset.opens = String(Number(connection.dataset.opens ?? 0) + 1);
   }
@@ -54,9 +85,11 @@ function describe(data) {
 
 /** One task's card: renders every frame the client hands it. */
 class TaskCard {
-  constructor({ key, fields }) {
+  constructor({ key, fields, created_at: createdAt }) {
     this.key = key;
     this.fields = fields;
+    this.createdAt = createdAt;
+    this.percent = 0;
     this.progressOf = PROGRESS[modelOf(key)] ?? ((frame) => frame.data?.step / frame.data?.total_steps);
     const template = document.getElementById("card-template");
     this.element = template.content.firstElementChild.cloneNode(true);
@@ -87,6 +120,7 @@ class TaskCard {
   }
 
   onState(frame) {
+    this.element.removeAttribute("aria-busy"); // the card shows the task as it is now
     this.element.dataset.status = frame.status;
     this.part("status").textContent = frame.status;
     const ended = FINAL.has(frame.status);
@@ -95,8 +129,13 @@ class TaskCard {
     if (frame.status === "completed") {
       this.setProgress(1);
       this.show("result", `Result: ${JSON.stringify(frame.final_value)}`);
+    } else if (frame.status === "cancelled") {
+      // Who or what cancelled it, when the server knows (DESIGN §3).
+      this.show("reason", frame.error?.message ?? "Cancelled");
+    } else if (frame.error) {
+      this.show("error", `${frame.error.type}: ${frame.error.message}`);
     }
-    if (frame.error) this.show("error", `${frame.error.type}: ${frame.error.message}`);
+    this.label();
   }
 
   onError(frame) {
@@ -104,9 +143,22 @@ class TaskCard {
   }
 
   setProgress(fraction) {
-    const percent = Math.round(Math.min(Math.max(fraction, 0), 1) * 100);
-    this.part("bar").setAttribute("aria-valuenow", String(percent));
-    this.part("bar-fill").style.width = `${percent}%`;
+    this.percent = Math.round(Math.min(Math.max(fraction, 0), 1) * 100);
+    this.part("bar").setAttribute("aria-valuenow", String(this.percent));
+    this.part("bar-fill").style.width = `${this.percent}%`;
+    this.label();
+  }
+
+  /** The bar's caption: how far it got, and for an ended task how it ended. */
+  label() {
+    const status = this.element.dataset.status;
+    const text = {
+      failed: `Failed at ${this.percent}%`,
+      cancelled: `Cancelled at ${this.percent}%`,
+      completed: "Done",
+    }[status] ?? `${this.percent}%`;
+    this.part("bar-label").textContent = text;
+    this.part("bar").setAttribute("aria-valuetext", text);
   }
 
   show(name, text) {
@@ -122,17 +174,37 @@ class TaskCard {
 
   dismiss() {
     client.unsubscribe(this.key);
+    cards.delete(this.key);
     this.element.remove();
-    document.getElementById("no-tasks").hidden = document.getElementById("tasks").children.length > 0;
+    const dismissed = new Set(JSON.parse(sessionStorage.getItem(DISMISSED) ?? "[]"));
+    sessionStorage.setItem(DISMISSED, JSON.stringify([...dismissed.add(this.key)]));
+    document.getElementById("no-tasks").hidden = cards.size > 0;
   }
 }
 
-function watch(task) {
-  const card = new TaskCard(task);
-  document.getElementById("tasks").prepend(card.element);
+/** Newest first: does card `a` go above card `b`? */
+function above(a, b) {
+  const [at, bt] = [Date.parse(a.createdAt), Date.parse(b.createdAt)];
+  return at !== bt ? at > bt : a.key > b.key;
+}
+
+/** Put a card in its place: before the first card created before it. */
+function place(card) {
+  const list = document.getElementById("tasks");
+  const older = [...list.children].find((element) => above(card, cards.get(element.dataset.key)));
+  list.insertBefore(card.element, older ?? null);
   document.getElementById("no-tasks").hidden = true;
+}
+
+function watch(task) {
+  if (cards.has(task.key)) return;
+  const card = new TaskCard(task);
+  place(card);
+  cards.set(task.key, card);
   client.subscribe(task.key, {
-    since: 0, // a new task: every event from the first
+    // A new card replays the task from its first event: after a reload the card is new too,
+    // so the log fills it in and the client's seq check keeps every event to once.
+    since: 0,
     onEvent: (frame) => card.onEvent(frame),
     onState: (frame) => card.onState(frame),
     onError: (frame) => card.onError(frame),
@@ -163,6 +235,37 @@ async function start(event) {
   }
 }
 
+/** The cards this tab was watching and the user's recent tasks, as before the reload. */
+async function restore() {
+  const keys = new Set(client.persisted.map(({ key }) => key));
+  try {
+    const recent = await listTasks({ model: Object.keys(TITLES), limit: 20 });
+    for (const task of recent.tasks) keys.add(task.task);
+  } catch (error) {
+    showStartError({ message: `Could not list your recent tasks: ${error.message}` });
+  }
+  const dismissed = new Set(JSON.parse(sessionStorage.getItem(DISMISSED) ?? "[]"));
+  const wanted = [...keys].filter((key) => !dismissed.has(key) && !cards.has(key));
+  if (wanted.length === 0) return;
+  const query = new URLSearchParams(wanted.map((key) => ["key", key]));
+  let described;
+  try {
+    const response = await fetch(`${document.getElementById("tasks").dataset.describe}?${query}`, {
+      headers: { Accept: "application/json" }, credentials: "same-origin",
+    });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    described = (await response.json()).tasks;
+  } catch (error) {
+    showStartError({ message: `Could not restore your tasks: ${error.message}` });
+    return;
+  }
+  for (const task of described) watch(task);
+  // Keys that are no demo task any more (deleted, say) are not watched again.
+  const found = new Set(described.map((task) => task.key));
+  for (const { key } of client.persisted) if (!found.has(key)) client.unsubscribe(key);
+}
+
 for (const form of document.querySelectorAll("form.starter")) {
   form.addEventListener("submit", start);
 }
+restore().finally(() => { document.getElementById("tasks").dataset.restored = "true"; });

@@ -22,7 +22,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            status = asyncio.run(cancel_and_wait(options["key"], options["timeout"]))
+            status = asyncio.run(cancel_and_wait(
+                options["key"], options["timeout"], reason="cancelled with manage.py canceltask"
+            ))
         except (StreamAppError, TimeoutError) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"{options['key']} {status}")

@@ -78,7 +78,7 @@ SIZES = {
         name="medium", fanouts=(*ONE_TASK, FanOut(100, 10)), layers=LAYERS,
         frames_per_run=30_000, min_events=30, max_events=5_000,
         latency_frames_per_s=1_000, latency_seconds=3, max_latency_rate=50,
-        idle_sockets=1_000, connect_sockets=1_000, short_tasks=200, short_concurrency=20,
+        idle_sockets=1_000, connect_sockets=1_000, short_tasks=1_000, short_concurrency=100,
         quiet=3.0, stream_quiet=60,
         scale=(1_000, 20, 6, 4), idle=(500, 100, 12),
     ),
@@ -86,7 +86,7 @@ SIZES = {
         name="full", fanouts=(*ONE_TASK, FanOut(100, 10)), layers=LAYERS,
         frames_per_run=100_000, min_events=100, max_events=20_000,
         latency_frames_per_s=1_000, latency_seconds=6, max_latency_rate=50,
-        idle_sockets=1_000, connect_sockets=1_000, short_tasks=1_000, short_concurrency=20,
+        idle_sockets=1_000, connect_sockets=1_000, short_tasks=2_000, short_concurrency=100,
         quiet=5.0, stream_quiet=60,
     ),
 }

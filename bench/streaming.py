@@ -8,6 +8,7 @@ from streamapp.coordinator import coordinator
 from streamapp.models import Status
 
 from .models import BenchTask
+from .wire import SHORT_EVENTS
 
 
 def path_of(task: BenchTask) -> str:
@@ -34,8 +35,9 @@ async def run(path: str) -> None:
 
 
 async def short_task(number: int) -> bool:
-    """A tiny task from creation to its final status: create, start, finish."""
-    task = await BenchTask.objects.acreate(events=0)
+    """A tiny task from creation to its final status: create, start, SHORT_EVENTS events,
+    finish."""
+    task = await BenchTask.objects.acreate(events=SHORT_EVENTS)
     started = await coordinator.start_task(task)
     await coordinator.wait_task(task)
     return started and task.status == Status.COMPLETED

@@ -14,7 +14,7 @@ two runs of one task never hold the same token, and no column is added to users'
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NamedTuple
 
@@ -24,6 +24,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from ..eventlog import store
+from ..eventlog.commits import committer
 from ..exceptions import LeaseLost
 from ..models import STARTABLE_STATUSES, Status, StreamTask
 
@@ -35,12 +36,16 @@ RUNNER_FIELDS = (
 
 @dataclass(frozen=True)
 class Lease:
-    """One run's hold on its task row; ``owner`` and ``attempt`` are its fencing token."""
+    """One run's hold on its task row; ``owner`` and ``attempt`` are its fencing token.
+
+    ``logged_seq``: the top of the task's event log when the lease was taken, read with it.
+    """
 
     model: type[StreamTask]
     pk: Any
     owner: str
     attempt: int
+    logged_seq: int = field(default=0, compare=False)
 
     def __str__(self) -> str:
         meta = self.model._meta
@@ -74,10 +79,17 @@ async def claim(
     """Move ``task`` from one of ``statuses`` to ``running`` owned by ``owner``; the lease won.
 
     Refreshes ``task`` when won. A worker passes ``(PENDING,)`` only: a candidate it picked that
-    meanwhile ran and failed must not run again.
+    meanwhile ran and failed must not run again. The claim, the row read back and the log's top
+    take one thread hop, grouped with the other runs' writes (eventlog/commits.py).
     """
+    return await committer().call(lambda: _claim(task, owner, lease_seconds, statuses))
+
+
+def _claim(
+    task: StreamTask, owner: str, lease_seconds: float, statuses: Collection[str]
+) -> Lease | None:
     now = timezone.now()
-    won = await _rows(task).filter(status__in=list(statuses)).aupdate(
+    won = _rows(task).filter(status__in=list(statuses)).update(
         status=Status.RUNNING,
         lease_owner=owner,
         lease_expires_at=now + timedelta(seconds=lease_seconds),
@@ -90,16 +102,16 @@ async def claim(
     )
     if not won:
         return None
-    await task.arefresh_from_db()
+    task.refresh_from_db()
     if task.status != Status.RUNNING or task.lease_owner != owner:
         return None  # already lost: swept and claimed again before we could read it
-    return Lease(type(task), task.pk, owner, task.attempts)
+    return Lease(type(task), task.pk, owner, task.attempts, store.last_logged_seq(task.task_key))
 
 
 async def renew(lease: Lease, lease_seconds: float) -> None:
     """Extend the lease; ``LeaseLost`` when it is gone."""
     expires = timezone.now() + timedelta(seconds=lease_seconds)
-    if not await lease.rows().aupdate(lease_expires_at=expires):
+    if not await committer().call(lambda: lease.rows().update(lease_expires_at=expires)):
         raise LeaseLost(f"{lease}: the lease is gone; not renewed")
 
 
@@ -122,7 +134,7 @@ async def finish(
         revision=F("revision") + 1,
         completed_at=None if status == Status.PENDING else timezone.now(),
     )
-    if not await lease.rows().aupdate(**fields):
+    if not await committer().call(lambda: lease.rows().update(**fields)):
         raise LeaseLost(f"{lease}: the lease is gone; outcome {status!r} not recorded")
 
 

@@ -18,7 +18,6 @@ from .. import broadcast, metrics, protocol
 from ..conf import app_settings
 from ..context import RunContext
 from ..dbretry import TRANSIENT_ERRORS, with_retries
-from ..eventlog import store
 from ..eventlog.stream import EventStream
 from ..exceptions import LeaseLost
 from ..models import Status, StreamTask
@@ -105,9 +104,9 @@ class Run:
     async def _run_process(self) -> Outcome:
         """Open the task's event stream, run ``process()``, and flush what it sent."""
         task, key = self.task, self.key
-        # A retry goes on from what was durably logged; the row's last_seq outlives a purged log.
-        position = max(task.last_seq, await self.retrying(lambda: store.current_seq(key),
-                                                       "event log position"))
+        # A retry goes on from what was durably logged (read with the claim); the row's
+        # last_seq outlives a purged log.
+        position = max(task.last_seq, self.lease.logged_seq)
         self.stream = self.context.stream = EventStream(
             key, position, task.get_event_retention(),
             fence=self.lease.rows(), on_lease_lost=self.lose_lease,

@@ -45,8 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", type=int, metavar="SUBSCRIBERS",
                         help="py-spy the server during streamapp's max-rate run at one task × "
                         "SUBSCRIBERS")
-    parser.add_argument("--profile-connect", action="store_true",
-                        help="py-spy the server while streamapp's sockets connect")
+    parser.add_argument("--profile-parts", type=lambda text: tuple(text.split(",")), default=(),
+                        metavar="PARTS", help="py-spy the server during streamapp's run of these "
+                        "parts (connect, short, scale)")
     parser.add_argument("--publish", action="store_true",
                         help="also copy the table and plot to docs/bench.md and docs/bench.png")
     args = parser.parse_args(argv)
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             results = asyncio.run(run_benchmark(
                 sizes, config, args.out, progress=lambda line: print(line, file=sys.stderr),
-                profile_subscribers=args.profile, profile_connect=args.profile_connect,
+                profile_subscribers=args.profile, profile_parts=args.profile_parts,
             ))
         finally:
             if uses_redis:

@@ -85,7 +85,8 @@ def _ms(seconds: float | None) -> float | None:
 
 
 async def fixed_rate_at_scale(
-    server: BenchServer, target: Target, sizes: Sizes
+    server: BenchServer, target: Target, sizes: Sizes,
+    around: Callable[[], AbstractAsyncContextManager[Any]] = nullcontext,
 ) -> dict[str, Any]:
     """One task, many subscribers, a fixed rate: latency and CPU per frame when the server is
     far from flat out, the sockets spread over several load-generator processes."""
@@ -97,7 +98,7 @@ async def fixed_rate_at_scale(
     connect_seconds = await crowd.open()
     try:
         await wait_until_idle(server.pid)
-        async with CpuSampler(server.pid) as sampler:
+        async with CpuSampler(server.pid) as sampler, around():
             quiet = sizes.stream_quiet if target.stateful else sizes.quiet
             produced, complete = await asyncio.gather(
                 target.produce(server, groups, events, rate), crowd.wait(quiet, RUN_LIMIT)
@@ -150,13 +151,18 @@ async def idle_subscriptions(server: BenchServer, sizes: Sizes) -> dict[str, Any
     }
 
 
-async def short_tasks(server: BenchServer, target: Target, sizes: Sizes) -> dict[str, Any]:
+async def short_tasks(
+    server: BenchServer, target: Target, sizes: Sizes,
+    around: Callable[[], AbstractAsyncContextManager[Any]] = nullcontext,
+) -> dict[str, Any]:
     """Short tasks started and finished per second, run inside the server."""
-    cpu = cpu_seconds(server.pid)
-    result = await server.post(
-        "short", target=target.name, count=sizes.short_tasks, concurrency=sizes.short_concurrency
-    )
-    cpu = cpu_seconds(server.pid) - cpu
+    async with around():
+        cpu = cpu_seconds(server.pid)
+        result = await server.post(
+            "short", target=target.name, count=sizes.short_tasks,
+            concurrency=sizes.short_concurrency,
+        )
+        cpu = cpu_seconds(server.pid) - cpu
     seconds = result["finished"] - result["started"]
     return {
         "target": target.name, "count": sizes.short_tasks, "completed": result["completed"],

@@ -12,7 +12,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
 from functools import partial
 from importlib.metadata import version
@@ -39,7 +39,7 @@ PACKAGES = ("django", "channels", "channels-redis", "daphne", "twisted", "websoc
 
 async def run_benchmark(
     sizes: Sizes, config: ServerConfig, out_dir: Path, progress: Progress,
-    profile_subscribers: int | None = None, profile_connect: bool = False,
+    profile_subscribers: int | None = None, profile_parts: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     results: dict[str, Any] = {
         "sizes": sizes.name, "machine": machine(),
@@ -49,7 +49,7 @@ async def run_benchmark(
     began = time.monotonic()
     for layer in sizes.layers:
         results["layers"][layer] = await run_layer(
-            layer, sizes, config, out_dir, progress, profile_subscribers, profile_connect
+            layer, sizes, config, out_dir, progress, profile_subscribers, profile_parts
         )
     results["seconds"] = time.monotonic() - began
     results["machine"]["load_average_after"] = os.getloadavg()
@@ -58,7 +58,7 @@ async def run_benchmark(
 
 async def run_layer(
     layer: str, sizes: Sizes, config: ServerConfig, out_dir: Path, progress: Progress,
-    profile_subscribers: int | None, profile_connect: bool = False,
+    profile_subscribers: int | None, profile_parts: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     fanouts: list[dict[str, Any]] = []
     profiles: list[str] = []
@@ -67,6 +67,11 @@ async def run_layer(
     memory: list[dict[str, Any]] = []
     scale: list[dict[str, Any]] = []
     idle: dict[str, Any] | None = None
+    def profiled(part: str) -> Callable[[], AbstractAsyncContextManager[Any]]:
+        stem = out_dir / f"profile-{layer}-{part}"
+        profiles.append(str(stem.with_suffix(".txt")))
+        return partial(py_spy, server.pid, stem.with_suffix(".collapsed"))
+
     async with BenchServer(layer, config) as server:
         for fanout in sizes.fanouts if "fanout" in sizes.parts else ():
             for target in TARGETS:
@@ -84,22 +89,24 @@ async def run_layer(
                 fanouts.append({"layer": layer, **run})
                 progress(describe(layer, fanout, run))
         for target in TARGETS if "scale" in sizes.parts else ():
-            scale.append(await fixed_rate_at_scale(server, target, sizes))
+            around = profiled("scale") if target is STREAMAPP and "scale" in profile_parts else (
+                nullcontext)
+            scale.append(await fixed_rate_at_scale(server, target, sizes, around))
             progress(describe_scale(layer, scale[-1]))
         if "idle" in sizes.parts:
             idle = await idle_subscriptions(server, sizes)
             progress(f"{layer:7} idle           streamapp: {idle['subscriptions']:,} "
                      f"subscriptions, server CPU {idle['core_share']:.1%} of a core")
         for target in (BASELINE, STREAMAPP) if "short" in sizes.parts else ():
-            short.append(await short_tasks(server, target, sizes))
+            around = profiled("short") if target is STREAMAPP and "short" in profile_parts else (
+                nullcontext)
+            short.append(await short_tasks(server, target, sizes, around))
             progress(f"{layer:7} short tasks    {target.name:9}: "
                      f"{short[-1]['tasks_per_s']:,.0f} tasks/s")
         for target in TARGETS if "connect" in sizes.parts else ():
             around = nullcontext
-            if target is STREAMAPP and profile_connect:
-                stem = out_dir / f"profile-{layer}-connect"
-                around = partial(py_spy, server.pid, stem.with_suffix(".collapsed"))
-                profiles.append(str(stem.with_suffix(".txt")))
+            if target is STREAMAPP and "connect" in profile_parts:
+                around = profiled("connect")
             connects.append(await connect_time(server, target, sizes.connect_sockets, around))
             progress(f"{layer:7} connect        {target.name:9}: {connects[-1]['sockets']:,} in "
                      f"{connects[-1]['seconds']:.2f} s, "

@@ -12,6 +12,7 @@ an append is either wholly before an expiry (and counted in the task's ``last_se
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from contextlib import nullcontext
 from datetime import datetime
@@ -35,7 +36,8 @@ class LoggedEvent(NamedTuple):
     created_at: datetime
 
 
-# A queryset of the task row that matches only while a run's lease holds (runner/leases.py).
+# A queryset of the task row that matches only while a run's lease holds, or a run's lease
+# itself, which writes that queryset's SQL (``fence_sql``, runner/leases.py).
 Fence = Any
 
 _MAX_PARAMS = 65535  # where the backend names no limit: PostgreSQL's protocol
@@ -192,13 +194,28 @@ def _insert_sql(ops: Any) -> str:
 
 
 def _fence_sql(fence: Fence, connection: Any) -> tuple[str, list[Any]]:
-    """`` WHERE EXISTS (the lease's row, locked)`` and its parameters."""
-    rows = fence.using(connection.alias).order_by().values("pk")
-    sql, params = rows.query.get_compiler(connection=connection).as_sql()
-    features = connection.features
-    if features.has_select_for_update:
-        sql += " " + connection.ops.for_update_sql(no_key=features.has_select_for_no_key_update)
-    return f" WHERE EXISTS ({sql})", list(params)
+    """`` WHERE EXISTS (the lease's row, locked)`` and its parameters (compiled once per fence:
+    a run appends under the same one every time)."""
+    compiled = _fences.setdefault(fence, {})
+    found = compiled.get(connection.alias)
+    if found is None:
+        if hasattr(fence, "fence_sql"):  # a run's lease, which writes its own
+            sql, params = fence.fence_sql(connection)
+        else:
+            rows = fence.using(connection.alias).order_by().values("pk")
+            sql, params = rows.query.get_compiler(connection=connection).as_sql()
+        features = connection.features
+        if features.has_select_for_update:
+            sql += " " + connection.ops.for_update_sql(
+                no_key=features.has_select_for_no_key_update
+            )
+        found = compiled[connection.alias] = (f" WHERE EXISTS ({sql})", list(params))
+    return found[0], list(found[1])
+
+
+_fences: weakref.WeakKeyDictionary[Fence, dict[str, tuple[str, list[Any]]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def since(
@@ -242,9 +259,19 @@ async def current_seq(key: str) -> int:
 
 
 def last_logged_seq(key: str) -> int:
-    """``current_seq`` for code already in a transaction (the sweeper, under its row lock)."""
-    result = TaskEvent.objects.filter(task_key=key).aggregate(top=Max("seq"))
-    return result["top"] or 0
+    """``current_seq`` for code already in the database thread (a claim, the sweeper under its
+    row lock); one statement written once, not compiled each time."""
+    connection = connections[router.db_for_read(TaskEvent)]
+    ops = connection.ops
+    sql = "SELECT MAX({}) FROM {} WHERE {} = %s".format(
+        ops.quote_name(TaskEvent._meta.get_field("seq").column),
+        ops.quote_name(TaskEvent._meta.db_table),
+        ops.quote_name(TaskEvent._meta.get_field("task_key").column),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [key])
+        row = cursor.fetchone()
+    return (row[0] if row else None) or 0
 
 
 async def current_seqs(keys: Sequence[str]) -> dict[str, int]:

@@ -13,6 +13,7 @@ two runs of one task never hold the same token, and no column is added to users'
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -58,6 +59,12 @@ class Lease:
             pk=self.pk, status=Status.RUNNING, lease_owner=self.owner, attempts=self.attempt
         )
 
+    def fence_sql(self, connection: Any) -> tuple[str, list[Any]]:
+        """``rows()`` as the event log's fence takes it (store.py): the SELECT of its pk, and
+        its parameters; written once per model, not compiled for every run."""
+        sql = _fence_sql(self.model, connection.alias)
+        return sql, [_pk(self.model, self.pk, connection), self.owner, self.attempt]
+
 
 class Expired(NamedTuple):
     """What the sweeper made of an expired lease."""
@@ -88,31 +95,139 @@ async def claim(
 def _claim(
     task: StreamTask, owner: str, lease_seconds: float, statuses: Collection[str]
 ) -> Lease | None:
+    model = type(task)
+    connection = connections[router.db_for_write(model)]
+    ops = connection.ops
     now = timezone.now()
-    won = _rows(task).filter(status__in=list(statuses)).update(
-        status=Status.RUNNING,
-        lease_owner=owner,
-        lease_expires_at=now + timedelta(seconds=lease_seconds),
-        started_at=now,
-        completed_at=None,
-        final_value=None,
-        error=None,
-        attempts=F("attempts") + 1,
-        revision=F("revision") + 1,
-    )
+    statuses = tuple(statuses)
+    with connection.cursor() as cursor:
+        cursor.execute(_claim_sql(model, connection.alias, len(statuses)), [
+            Status.RUNNING, owner,
+            ops.adapt_datetimefield_value(now + timedelta(seconds=lease_seconds)),
+            ops.adapt_datetimefield_value(now), _pk(model, task.pk, connection), *statuses,
+        ])
+        won = cursor.rowcount
     if not won:
         return None
-    task.refresh_from_db()
+    _refresh(task, connection.alias)
     if task.status != Status.RUNNING or task.lease_owner != owner:
         return None  # already lost: swept and claimed again before we could read it
-    return Lease(type(task), task.pk, owner, task.attempts, store.last_logged_seq(task.task_key))
+    return Lease(model, task.pk, owner, task.attempts, store.last_logged_seq(task.task_key))
+
+
+# The run's own statements are written once per model rather than compiled by the ORM each time:
+# the compiling, not the queries, was what most of a short task's database time went on.
+
+
+def _q(connection_alias: str, name: str) -> str:
+    return connections[connection_alias].ops.quote_name(name)
+
+
+def _column(model: type[StreamTask], name: str) -> str:
+    return model._meta.get_field(name).column
+
+
+def _pk(model: type[StreamTask], pk: Any, connection: Any) -> Any:
+    return model._meta.pk.get_db_prep_value(pk, connection)
+
+
+@functools.cache
+def _claim_sql(model: type[StreamTask], alias: str, statuses: int) -> str:
+    q = functools.partial(_q, alias)
+    col = functools.partial(_column, model)
+    return (
+        f"UPDATE {q(model._meta.db_table)} SET {q(col('status'))} = %s, "
+        f"{q(col('lease_owner'))} = %s, {q(col('lease_expires_at'))} = %s, "
+        f"{q(col('started_at'))} = %s, {q(col('completed_at'))} = NULL, "
+        f"{q(col('final_value'))} = NULL, {q(col('error'))} = NULL, "
+        f"{q(col('attempts'))} = {q(col('attempts'))} + 1, "
+        f"{q(col('revision'))} = {q(col('revision'))} + 1 "
+        f"WHERE {q(model._meta.pk.column)} = %s AND {q(col('status'))} IN "
+        f"({', '.join(['%s'] * statuses)})"
+    )
+
+
+@functools.cache
+def _held(model: type[StreamTask], alias: str) -> str:
+    """The fencing condition of a run's writes to its task row."""
+    q = functools.partial(_q, alias)
+    col = functools.partial(_column, model)
+    return (
+        f"{q(model._meta.pk.column)} = %s AND {q(col('status'))} = '{Status.RUNNING}' "
+        f"AND {q(col('lease_owner'))} = %s AND {q(col('attempts'))} = %s"
+    )
+
+
+@functools.cache
+def _fence_sql(model: type[StreamTask], alias: str) -> str:
+    q = functools.partial(_q, alias)
+    table = q(model._meta.db_table)
+    return f"SELECT {table}.{q(model._meta.pk.column)} FROM {table} WHERE {_held(model, alias)}"
+
+
+@functools.cache
+def _renew_sql(model: type[StreamTask], alias: str) -> str:
+    q = functools.partial(_q, alias)
+    return (f"UPDATE {q(model._meta.db_table)} SET {q(_column(model, 'lease_expires_at'))} = %s "
+            f"WHERE {_held(model, alias)}")
+
+
+@functools.cache
+def _finish_sql(model: type[StreamTask], alias: str) -> str:
+    q = functools.partial(_q, alias)
+    col = functools.partial(_column, model)
+    return (
+        f"UPDATE {q(model._meta.db_table)} SET {q(col('status'))} = %s, "
+        f"{q(col('last_seq'))} = %s, {q(col('final_value'))} = %s, {q(col('error'))} = %s, "
+        f"{q(col('lease_owner'))} = '', {q(col('lease_expires_at'))} = NULL, "
+        f"{q(col('revision'))} = {q(col('revision'))} + 1, {q(col('completed_at'))} = %s "
+        f"WHERE {_held(model, alias)}"
+    )
+
+
+def _write_held(lease: Lease, sql: str, params: list[Any], connection: Any) -> int:
+    """``sql`` (ending in the fencing condition) for ``lease``; the rows it changed."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, _pk(lease.model, lease.pk, connection), lease.owner,
+                             lease.attempt])
+        return cursor.rowcount
+
+
+def _refresh(task: StreamTask, alias: str) -> None:
+    """``task.refresh_from_db()``, read with a statement written once per model."""
+    model = type(task)
+    if model._meta.parents:  # columns in more than one table: let the ORM join them
+        task.refresh_from_db(using=alias)
+        return
+    fresh = list(model._default_manager.using(alias).raw(_select_sql(model, alias), [task.pk]))
+    if not fresh:
+        raise model.DoesNotExist(f"{model.__name__} {task.pk} no longer exists")
+    for column in model._meta.concrete_fields:
+        setattr(task, column.attname, getattr(fresh[0], column.attname))
+        if column.is_relation and column.is_cached(task):
+            column.delete_cached_value(task)
+    task._state.db = alias
+    task._state.adding = False
+
+
+@functools.cache
+def _select_sql(model: type[StreamTask], alias: str) -> str:
+    q = functools.partial(_q, alias)
+    return f"SELECT * FROM {q(model._meta.db_table)} WHERE {q(model._meta.pk.column)} = %s"
 
 
 async def renew(lease: Lease, lease_seconds: float) -> None:
     """Extend the lease; ``LeaseLost`` when it is gone."""
     expires = timezone.now() + timedelta(seconds=lease_seconds)
-    if not await committer().call(lambda: lease.rows().update(lease_expires_at=expires)):
+    if not await committer().call(lambda: _renew(lease, expires)):
         raise LeaseLost(f"{lease}: the lease is gone; not renewed")
+
+
+def _renew(lease: Lease, expires: Any) -> int:
+    connection = connections[router.db_for_write(lease.model)]
+    sql = _renew_sql(lease.model, connection.alias)
+    return _write_held(lease, sql, [connection.ops.adapt_datetimefield_value(expires)],
+                       connection)
 
 
 async def finish(
@@ -124,17 +239,20 @@ async def finish(
     error: dict[str, str] | None = None,
 ) -> None:
     """Record the outcome of a run under its lease; ``LeaseLost`` when the lease is gone."""
-    fields: dict[str, Any] = dict(
-        status=status,
-        last_seq=last_seq,
-        final_value=final_value,
-        error=error,
-        lease_owner="",
-        lease_expires_at=None,
-        revision=F("revision") + 1,
-        completed_at=None if status == Status.PENDING else timezone.now(),
-    )
-    if not await committer().call(lambda: lease.rows().update(**fields)):
+    completed_at = None if status == Status.PENDING else timezone.now()
+
+    def write() -> int:
+        model = lease.model
+        connection = connections[router.db_for_write(model)]
+        meta = model._meta
+        return _write_held(lease, _finish_sql(model, connection.alias), [
+            status, last_seq,
+            meta.get_field("final_value").get_db_prep_save(final_value, connection),
+            meta.get_field("error").get_db_prep_save(error, connection),
+            connection.ops.adapt_datetimefield_value(completed_at),
+        ], connection)
+
+    if not await committer().call(write):
         raise LeaseLost(f"{lease}: the lease is gone; outcome {status!r} not recorded")
 
 

@@ -109,7 +109,7 @@ class Run:
         position = max(task.last_seq, self.lease.logged_seq)
         self.stream = self.context.stream = EventStream(
             key, position, task.get_event_retention(),
-            fence=self.lease.rows(), on_lease_lost=self.lose_lease,
+            fence=self.lease, on_lease_lost=self.lose_lease,
         )
         await broadcast.publish_task_state(task, self.stream.seq)
         outcome = await self._outcome()

@@ -26,6 +26,7 @@ PRODUCERS: dict[str, Callable[[str, int, float], Awaitable[None]]] = {
 SHORT_TASKS: dict[str, Callable[[int], Awaitable[bool]]] = {
     "baseline": baseline.short_task,
     "streamapp": streaming.short_task,
+    "streamapp_saved_first": streaming.short_task_saved_first,
 }
 
 

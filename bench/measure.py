@@ -153,19 +153,20 @@ async def idle_subscriptions(server: BenchServer, sizes: Sizes) -> dict[str, Any
 
 async def short_tasks(
     server: BenchServer, target: Target, sizes: Sizes,
-    around: Callable[[], AbstractAsyncContextManager[Any]] = nullcontext,
+    around: Callable[[], AbstractAsyncContextManager[Any]] = nullcontext, variant: str = "",
 ) -> dict[str, Any]:
     """Short tasks started and finished per second, run inside the server."""
     async with around():
         cpu = cpu_seconds(server.pid)
         result = await server.post(
-            "short", target=target.name, count=sizes.short_tasks,
+            "short", target=target.name + variant, count=sizes.short_tasks,
             concurrency=sizes.short_concurrency,
         )
         cpu = cpu_seconds(server.pid) - cpu
     seconds = result["finished"] - result["started"]
     return {
-        "target": target.name, "count": sizes.short_tasks, "completed": result["completed"],
+        "target": target.name + variant, "count": sizes.short_tasks,
+        "completed": result["completed"], "concurrency": sizes.short_concurrency,
         "seconds": seconds, "tasks_per_s": result["completed"] / seconds,
         "cpu_us_per_task": cpu / sizes.short_tasks * 1e6,
     }

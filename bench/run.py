@@ -103,6 +103,10 @@ async def run_layer(
             short.append(await short_tasks(server, target, sizes, around))
             progress(f"{layer:7} short tasks    {target.name:9}: "
                      f"{short[-1]['tasks_per_s']:,.0f} tasks/s")
+        if "short" in sizes.parts:
+            short.append(await short_tasks(server, STREAMAPP, sizes, variant="_saved_first"))
+            progress(f"{layer:7} short tasks    streamapp, saved first: "
+                     f"{short[-1]['tasks_per_s']:,.0f} tasks/s")
         for target in TARGETS if "connect" in sizes.parts else ():
             around = nullcontext
             if target is STREAMAPP and "connect" in profile_parts:

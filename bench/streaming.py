@@ -35,8 +35,16 @@ async def run(path: str) -> None:
 
 
 async def short_task(number: int) -> bool:
-    """A tiny task from creation to its final status: create, start, SHORT_EVENTS events,
-    finish."""
+    """A tiny task from creation to its final status, all through the coordinator: started
+    unsaved (the coordinator saves it with the other new ones), SHORT_EVENTS events, finish."""
+    task = BenchTask(events=SHORT_EVENTS)
+    started = await coordinator.start_task(task)
+    await coordinator.wait_task(task)
+    return started and task.status == Status.COMPLETED
+
+
+async def short_task_saved_first(number: int) -> bool:
+    """``short_task``, the row saved by the caller first (``acreate``), one hop of its own."""
     task = await BenchTask.objects.acreate(events=SHORT_EVENTS)
     started = await coordinator.start_task(task)
     await coordinator.wait_task(task)

@@ -70,8 +70,8 @@ class Committer:
             self._task = asyncio.create_task(
                 self._commit(), name="streamapp group commit", context=contextvars.Context()
             )
-        # shield: a caller cancelled while its write is in the hop still gets it written
-        return await asyncio.shield(write.done)
+        # A caller cancelled meanwhile leaves its write to go in with the group all the same.
+        return await write.done
 
     async def _commit(self) -> None:
         try:

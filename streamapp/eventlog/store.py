@@ -259,19 +259,26 @@ async def current_seq(key: str) -> int:
 
 
 def last_logged_seq(key: str) -> int:
-    """``current_seq`` for code already in the database thread (a claim, the sweeper under its
-    row lock); one statement written once, not compiled each time."""
+    """``current_seq`` for code already in the database thread (the sweeper, under its row
+    lock)."""
+    return last_logged_seqs([key]).get(key, 0)
+
+
+def last_logged_seqs(keys: Sequence[str]) -> dict[str, int]:
+    """``current_seqs`` in the database thread: the newest logged seq of each of ``keys`` that
+    has events, in one statement written once (not compiled each time)."""
+    if not keys:
+        return {}
     connection = connections[router.db_for_read(TaskEvent)]
     ops = connection.ops
-    sql = "SELECT MAX({}) FROM {} WHERE {} = %s".format(
-        ops.quote_name(TaskEvent._meta.get_field("seq").column),
-        ops.quote_name(TaskEvent._meta.db_table),
-        ops.quote_name(TaskEvent._meta.get_field("task_key").column),
+    key_column = ops.quote_name(TaskEvent._meta.get_field("task_key").column)
+    sql = "SELECT {0}, MAX({1}) FROM {2} WHERE {0} IN ({3}) GROUP BY {0}".format(
+        key_column, ops.quote_name(TaskEvent._meta.get_field("seq").column),
+        ops.quote_name(TaskEvent._meta.db_table), ", ".join(["%s"] * len(keys)),
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [key])
-        row = cursor.fetchone()
-    return (row[0] if row else None) or 0
+        cursor.execute(sql, list(keys))
+        return dict(cursor.fetchall())
 
 
 async def current_seqs(keys: Sequence[str]) -> dict[str, int]:

@@ -14,7 +14,7 @@ two runs of one task never hold the same token, and no column is added to users'
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NamedTuple
@@ -73,6 +73,33 @@ class Expired(NamedTuple):
     last_seq: int
 
 
+async def create(task: StreamTask) -> None:
+    """Save a new task (``pending``), with the other new tasks saved at the same moment: one
+    INSERT per model for all of them (``bulk_create``: no ``save()`` call, no signals)."""
+    await committer().together(_create_all, task)
+
+
+def _create_all(tasks: Sequence[StreamTask]) -> list[BaseException | None]:
+    by_model: dict[tuple[type[StreamTask], str], list[StreamTask]] = {}
+    for task in tasks:
+        model = type(task)
+        by_model.setdefault((model, router.db_for_write(model, instance=task)), []).append(task)
+    outcomes: dict[int, BaseException | None] = {}
+    for (model, alias), group in by_model.items():
+        shared = len(group) > 1 and connections[alias].features.can_return_rows_from_bulk_insert
+        try:
+            if shared:  # the pks come back with the rows
+                model._default_manager.using(alias).bulk_create(group)
+            else:
+                for task in group:
+                    task.save(using=alias, force_insert=True)
+        except Exception as exc:  # noqa: BLE001 - every task of the statement hears it
+            outcomes.update({id(task): exc for task in group})
+        else:
+            outcomes.update({id(task): None for task in group})
+    return [outcomes[id(task)] for task in tasks]
+
+
 def _rows(task: StreamTask) -> QuerySet:
     return type(task)._default_manager.filter(pk=task.pk)
 
@@ -87,32 +114,75 @@ async def claim(
 
     Refreshes ``task`` when won. A worker passes ``(PENDING,)`` only: a candidate it picked that
     meanwhile ran and failed must not run again. The claim, the row read back and the log's top
-    take one thread hop, grouped with the other runs' writes (eventlog/commits.py).
+    take one thread hop, grouped with the other runs' writes (eventlog/commits.py); claims that
+    wait together are one conditional UPDATE, the same condition for each row.
     """
-    return await committer().call(lambda: _claim(task, owner, lease_seconds, statuses))
+    return await committer().together(_claim_all, (task, owner, lease_seconds, tuple(statuses)))
 
 
-def _claim(
-    task: StreamTask, owner: str, lease_seconds: float, statuses: Collection[str]
-) -> Lease | None:
-    model = type(task)
-    connection = connections[router.db_for_write(model)]
+Claim = tuple[StreamTask, str, float, tuple[str, ...]]
+
+
+def _claim_all(claims: Sequence[Claim]) -> list[Lease | None | BaseException]:
+    """In the database thread: each claim's lease, None when it lost, or its error."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for index, (task, owner, lease_seconds, statuses) in enumerate(claims):
+        model = type(task)
+        key = (model, router.db_for_write(model), owner, lease_seconds, statuses)
+        groups.setdefault(key, []).append(index)
+    outcomes: list[Lease | None | BaseException] = [None] * len(claims)
+    for (model, alias, owner, lease_seconds, statuses), indexes in groups.items():
+        tasks = [claims[index][0] for index in indexes]
+        try:
+            won = _claim_group(model, connections[alias], tasks, owner, lease_seconds, statuses)
+        except Exception as exc:  # noqa: BLE001 - every claim of the statement hears it
+            for index in indexes:
+                outcomes[index] = exc
+            continue
+        for index, task in zip(indexes, tasks, strict=True):
+            outcomes[index] = won.get(id(task))
+    return outcomes
+
+
+def _claim_group(
+    model: type[StreamTask], connection: Any, tasks: list[StreamTask], owner: str,
+    lease_seconds: float, statuses: tuple[str, ...],
+) -> dict[int, Lease]:
+    """One conditional UPDATE for ``tasks``: the leases won, by ``id(task)``."""
     ops = connection.ops
     now = timezone.now()
-    statuses = tuple(statuses)
-    with connection.cursor() as cursor:
-        cursor.execute(_claim_sql(model, connection.alias, len(statuses)), [
-            Status.RUNNING, owner,
-            ops.adapt_datetimefield_value(now + timedelta(seconds=lease_seconds)),
-            ops.adapt_datetimefield_value(now), _pk(model, task.pk, connection), *statuses,
-        ])
-        won = cursor.rowcount
-    if not won:
-        return None
-    _refresh(task, connection.alias)
-    if task.status != Status.RUNNING or task.lease_owner != owner:
-        return None  # already lost: swept and claimed again before we could read it
-    return Lease(model, task.pk, owner, task.attempts, store.last_logged_seq(task.task_key))
+    fields = [Status.RUNNING, owner,
+              ops.adapt_datetimefield_value(now + timedelta(seconds=lease_seconds)),
+              ops.adapt_datetimefield_value(now)]
+    by_pk = {_pk(model, task.pk, connection): task for task in tasks}
+    returning = _returns_rows(connection) and not model._meta.parents
+    won: list[StreamTask] = []
+    if returning:
+        pk_at = [column.attname for column in model._meta.concrete_fields].index(
+            model._meta.pk.attname)
+        with connection.cursor() as cursor:
+            cursor.execute(_claim_sql(model, connection.alias, len(statuses), len(by_pk)),
+                           [*fields, *by_pk, *statuses])
+            rows = cursor.fetchall()
+        for row in rows:
+            task = by_pk[_pk(model, row[pk_at], connection)]
+            _load(task, row, connection)  # the row as the claim left it, read back
+            won.append(task)
+    else:
+        for pk, task in by_pk.items():
+            with connection.cursor() as cursor:
+                cursor.execute(_claim_sql(model, connection.alias, len(statuses), None),
+                               [*fields, pk, *statuses])
+                claimed = cursor.rowcount
+            if claimed:
+                _refresh(task, connection.alias)
+                won.append(task)
+    won = [t for t in won if t.status == Status.RUNNING and t.lease_owner == owner]
+    tops = store.last_logged_seqs([task.task_key for task in won])
+    return {
+        id(task): Lease(model, task.pk, owner, task.attempts, tops.get(task.task_key, 0))
+        for task in won
+    }
 
 
 # The run's own statements are written once per model rather than compiled by the ORM each time:
@@ -131,10 +201,51 @@ def _pk(model: type[StreamTask], pk: Any, connection: Any) -> Any:
     return model._meta.pk.get_db_prep_value(pk, connection)
 
 
+def _returns_rows(connection: Any) -> bool:
+    """Can an UPDATE answer with the rows it changed (``RETURNING``)?"""
+    if connection.vendor == "postgresql":
+        return True
+    if connection.vendor == "sqlite":
+        return connection.Database.sqlite_version_info >= (3, 35)
+    return False
+
+
+def _load(task: StreamTask, row: Sequence[Any], connection: Any) -> None:
+    """Set ``task``'s fields from ``row`` (every concrete column, in order), as the ORM would
+    convert them."""
+    for column, converters, value in zip(
+        task._meta.concrete_fields, _converters(type(task), connection.alias), row, strict=True
+    ):
+        for convert, expression in converters:
+            value = convert(value, expression, connection)
+        setattr(task, column.attname, value)
+        if column.is_relation and column.is_cached(task):
+            column.delete_cached_value(task)
+    task._state.db = connection.alias
+    task._state.adding = False
+
+
 @functools.cache
-def _claim_sql(model: type[StreamTask], alias: str, statuses: int) -> str:
+def _converters(model: type[StreamTask], alias: str) -> list[list[tuple[Any, Any]]]:
+    connection = connections[alias]
+    found = []
+    for column in model._meta.concrete_fields:
+        expression = column.get_col(model._meta.db_table)
+        converters = (connection.ops.get_db_converters(expression)
+                      + expression.get_db_converters(connection))
+        found.append([(convert, expression) for convert in converters])
+    return found
+
+
+@functools.cache
+def _claim_sql(
+    model: type[StreamTask], alias: str, statuses: int, returning: int | None
+) -> str:
+    """The claim of one row, or with ``returning`` rows, of that many, each read back."""
     q = functools.partial(_q, alias)
     col = functools.partial(_column, model)
+    columns = ", ".join(q(column.column) for column in model._meta.concrete_fields)
+    pks = "= %s" if returning is None else f"IN ({', '.join(['%s'] * returning)})"
     return (
         f"UPDATE {q(model._meta.db_table)} SET {q(col('status'))} = %s, "
         f"{q(col('lease_owner'))} = %s, {q(col('lease_expires_at'))} = %s, "
@@ -142,8 +253,9 @@ def _claim_sql(model: type[StreamTask], alias: str, statuses: int) -> str:
         f"{q(col('final_value'))} = NULL, {q(col('error'))} = NULL, "
         f"{q(col('attempts'))} = {q(col('attempts'))} + 1, "
         f"{q(col('revision'))} = {q(col('revision'))} + 1 "
-        f"WHERE {q(model._meta.pk.column)} = %s AND {q(col('status'))} IN "
+        f"WHERE {q(model._meta.pk.column)} {pks} AND {q(col('status'))} IN "
         f"({', '.join(['%s'] * statuses)})"
+        + ("" if returning is None else f" RETURNING {columns}")
     )
 
 

@@ -11,11 +11,12 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.utils import timezone
 
+from streamapp.coordinator import coordinator
 from streamapp.eventlog import commits, store
 from streamapp.eventlog.store import LoggedEvent
 from streamapp.exceptions import LeaseLost
 from streamapp.runner import leases
-from tests.testapp.models import StepTask
+from tests.testapp.models import BurstTask, StepTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -103,3 +104,28 @@ async def test_other_writes_share_the_hop_and_keep_their_own_answers():
     assert [lease is not None for lease in won] == [True] * 5 + [False] * 5  # first come wins
     assert hops <= 2  # a first hop for whatever came first, then the rest together
     assert committer._task is None or not committer._waiting
+
+
+async def test_claims_that_wait_together_are_one_update_and_first_come_wins():
+    tasks = [await StepTask.objects.acreate() for _ in range(4)]
+    async with statements() as sql:
+        won = await asyncio.gather(*(leases.claim(task, "owner-d", 30) for task in tasks),
+                                   leases.claim(tasks[0], "owner-e", 30))
+    assert [lease is not None for lease in won] == [True, True, True, True, False]
+    assert all(task.status == "running" and task.lease_owner == "owner-d" for task in tasks)
+    assert all(lease.attempt == 1 and lease.logged_seq == 0 for lease in won[:4])
+    claims = [q for q in sql if q.startswith("UPDATE") and "owner-d" in q]
+    assert len(claims) == 1  # the four claims of owner-d, one statement
+
+
+async def test_a_new_task_is_saved_with_the_others_started_at_the_same_moment():
+    tasks = [BurstTask(count=3) for _ in range(5)]
+    async with statements() as sql:
+        started = await asyncio.gather(*(coordinator.start_task(task) for task in tasks))
+    assert started == [True] * 5 and len({task.pk for task in tasks}) == 5
+    assert len([q for q in sql if q.startswith("INSERT INTO \"testapp_bursttask\"")]) == 1
+    for task in tasks:
+        assert await coordinator.wait_task(task, timeout=10)
+        await task.arefresh_from_db()
+        assert (task.status, task.last_seq, task.attempts) == ("completed", 3, 1)
+        assert [seq for seq, _ in await store.since(task.task_key, 0)] == [1, 2, 3]

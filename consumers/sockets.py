@@ -8,21 +8,30 @@ starting and cancelling go through the coordinator.
 Whatever a client sends, it gets an answer in protocol: a bad frame its error frame, and a
 failure of ours (a bug, a database outage) a ``server_error`` frame and close 1011 (4011 under
 daphne), never a bare 1011 with every subscription dropped unexplained. What a socket holds (the
-sockets gauge, its subscriptions, its upkeep, its place in the revocation watch) is given back
-once, in a ``finally``, however the consumer ends.
+sockets gauge, its subscriptions, its place in the upkeep and the revocation watch) is given
+back once, in a ``finally``, however the consumer ends.
+
+An idle socket costs what it must and no more: no task of its own beside the one the server
+runs it in (the process's upkeep, upkeep.py, looks after every socket), no channel, no frame
+limiter until the client sends a frame, no task row kept.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable
 from typing import Any
 
+from asgiref.sync import markcoroutinefunction
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 
 from streamapp import metrics, protocol
 from streamapp.access import allowed, denial
+from streamapp.adapters.routing import DIRECT
 from streamapp.asgi.wiring import note_connection
 from streamapp.conf import app_settings
 from streamapp.coordinator import coordinator
@@ -31,13 +40,13 @@ from streamapp.handover import open_sockets
 from streamapp.models import Status, StreamTask
 from streamapp.positions import Position
 
-from .hub import HubFeed
+from .hub import hub_for
 from .limits import REFUSALS, SocketLimits
 from .outlet import SocketOutlet
 from .protocol import Action, ProtocolError, parse
 from .revocation import watch
 from .subscription import Subscription
-from .upkeep import Upkeep
+from .upkeep import SocketUpkeep, upkeep_for
 
 logger = logging.getLogger("streamapp.consumers")
 
@@ -54,20 +63,45 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
 
     # No channel per socket: live news comes from the process's fan-out hub (hub.py).
     channel_layer_alias = None
+    groups = ()  # none to join: and no empty list per socket
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.subscriptions: dict[str, Subscription] = {}
-        self.upkeep: Upkeep | None = None
+        self.upkeep: SocketUpkeep | None = None
+        self.limits: SocketLimits | None = None  # made when the client first sends a frame
         self.credential: Credential | None = None
         self.counted = False  # in the sockets gauge
         self.accepted = False
         self.closing = False
         self.released = False
 
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> Any:
+        """Channels' ``as_asgi``, less a coroutine frame kept per socket: the application
+        hands back the consumer's own coroutine instead of awaiting it."""
+
+        def app(scope: Any, receive: Any, send: Any) -> Any:
+            return cls(**initkwargs)(scope, receive, send)
+
+        app.consumer_class = cls  # type: ignore[attr-defined]
+        app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
+        functools.update_wrapper(app, cls, updated=())
+        setattr(app, DIRECT, True)  # StreamAppMiddlewareStack may route to it itself
+        return markcoroutinefunction(app)
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Channels' loop, without a task of its own per receive (there is nothing else to
+        await: no channel), and without a database hop per message (the upkeep looks after
+        the process's connection)."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         finally:  # however the consumer ends (even cancelled or crashed), nothing stays behind
             await self.release()
 
@@ -81,14 +115,17 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
             metrics.SOCKETS_CONNECTED.dec()
         if self.credential is not None:
             watch().discard(self)
-        if self.upkeep is not None:
-            await self.upkeep.stop()
         await self.unsubscribe_all()
+        if self.upkeep is not None:
+            self.upkeep.forget(self)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Run the handler; a failure of ours closes the socket in protocol (server_error)."""
         try:
-            await super().dispatch(message)
+            handler = getattr(self, get_handler_name(message), None)
+            if handler is None:
+                raise ValueError(f"No handler for message type {message['type']}")
+            await handler(message)
         except StopConsumer:
             raise
         except Exception:
@@ -105,15 +142,15 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         self.credential = credential_of(self.scope)
         if self.credential is not None:
             watch().add(self)
-        self.limits = SocketLimits()
-        self.feed = HubFeed(self)
-        self.outlet = SocketOutlet.for_socket(
-            self.scope, lambda text: self.send(text_data=text), app_settings.SEND_BUFFER_BYTES
-        )
-        self.upkeep = Upkeep(self, self.feed.layer)
-        self.upkeep.start()
+        self.hub = hub_for(get_channel_layer())
+        self.outlet = SocketOutlet.for_socket(self.scope, self, app_settings.SEND_BUFFER_BYTES)
+        self.upkeep = upkeep_for(self.hub)
         open_sockets.add(self)
         await super().websocket_connect(message)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        await self.disconnect(message["code"])
+        raise StopConsumer
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         await super().accept(subprotocol, headers)
@@ -126,6 +163,19 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
 
     async def send_text(self, text: str) -> None:
         await self.outlet.send(text)
+
+    async def send_text_fallback(self, text: str) -> None:
+        """A frame the ASGI way, where the server's transport is not at hand."""
+        await self.send(text_data=text)
+
+    # -- the socket as its subscriptions' feed (subscription.py) ---------------------------
+
+    async def join(self, key: str) -> None:
+        """Have the process's hub hand ``key``'s news to this socket."""
+        await self.hub.join(key, self)
+
+    async def leave(self, key: str) -> None:
+        await self.hub.leave(key, self)
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         self.closing = True  # frames the client sent before it saw the close are dropped
@@ -208,32 +258,51 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     # -- subscriptions ----------------------------------------------------------------------
 
     async def subscribe(
-        self, task: StreamTask, since: int | None, recheck_user: bool = True
-    ) -> Subscription | None:
-        """Check the user and access, subscribe and replay; start a pending task (AUTO_START).
+        self, model: type[StreamTask], pk: Any, key: str, since: int | None,
+        recheck_user: bool = True,
+    ) -> Subscription:
+        """Check the user; join, read the task (one query), check access, send its state and
+        replay; start a pending task when AUTO_START is on. UnknownTask when there is no row.
 
         ``recheck_user`` False: the handshake has just checked the user (the one-task endpoint).
         """
-        key = task.task_key
-        user = await self.current_user(key) if recheck_user else self.user
-        if not await allowed(task.can_subscribe, user):
-            raise ProtocolError("forbidden", self.denied(f"you may not watch {key}"), key)
+        if recheck_user:
+            await self.current_user(key)
         old = self.subscriptions.pop(key, None)
         if old is not None:
             await old.close()
-        subscription = Subscription(task, self.feed, self.outlet)
+        subscription = Subscription.of(model, pk, key, self, self.outlet)
         self.subscriptions[key] = subscription
-        for note in await subscription.open(since):
+        try:
+            task, notes = await subscription.open(since, self.check_watch)
+        except BaseException:
+            if self.subscriptions.get(key) is subscription:
+                del self.subscriptions[key]
+            await subscription.close()
+            raise
+        for note in notes:
             await self.send_frame(note)
+        if self.upkeep is not None:
+            if subscription.behind:
+                self.upkeep.attend(self)  # its replay waits for room
+            else:
+                self.upkeep.ensure_running()
         if subscription.status == Status.PENDING and app_settings.AUTO_START:
             await coordinator.start_task(task)
-        self.limits.granted()
+        if self.limits is not None:
+            self.limits.granted()
         return subscription
 
+    async def check_watch(self, task: StreamTask) -> None:
+        """May the socket's user watch ``task``? (Before anything of it is sent.)"""
+        if not await allowed(task.can_subscribe, self.user):
+            key = task.task_key
+            raise ProtocolError("forbidden", self.denied(f"you may not watch {key}"), key)
+
     async def unsubscribe_all(self) -> None:
-        for subscription in self.subscriptions.values():
+        subscriptions, self.subscriptions = self.subscriptions, {}
+        for subscription in subscriptions.values():
             await subscription.close()
-        self.subscriptions.clear()
 
     async def cancel(self, task: StreamTask) -> None:
         user = await self.current_user(task.task_key)
@@ -242,13 +311,16 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
                 "forbidden", self.denied(f"you may not cancel {task.task_key}"), task.task_key
             )
         await coordinator.cancel_task(task, reason=f"cancelled by {who(user)}")
-        self.limits.granted()
+        if self.limits is not None:
+            self.limits.granted()
 
     # -- client frames ----------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
             return  # the close is sent: nothing may follow it
+        if self.limits is None:
+            self.limits = SocketLimits()
         if not self.limits.admit():
             metrics.rate_limited("messages")
             if self.limits.flooded():
@@ -269,6 +341,8 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     async def answer(self, exc: ProtocolError) -> None:
         """The error frame; then the close, when the error or the socket's record calls for it."""
         await self.send_frame(protocol.error(exc.code, exc.message, exc.task))
+        if self.limits is None:
+            self.limits = SocketLimits()
         if exc.close:
             await self.close_now(protocol.CLOSE_CODES[exc.code])
         elif self.limits.must_close(exc.code):
@@ -296,22 +370,18 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         return message["type"] == "stream.events" and subscription.in_step(message["events"][0][0])
 
     async def take_news(self, message: dict[str, Any]) -> None:
+        subscription = self.subscriptions.get(message["task"])
+        if subscription is None:
+            return
         if message["type"] == "stream.events":
-            await self.stream_events(message)
-        elif message["type"] == "stream.state":
-            await self.stream_state(message)
-
-    async def stream_events(self, message: dict[str, Any]) -> None:
-        subscription = self.subscriptions.get(message["task"])
-        if subscription is not None:
             await subscription.on_events(message["events"])
-            await self.progressed(subscription)
-
-    async def stream_state(self, message: dict[str, Any]) -> None:
-        subscription = self.subscriptions.get(message["task"])
-        if subscription is not None:
+        elif message["type"] == "stream.state":
             await subscription.on_state(message)
-            await self.progressed(subscription)
+        else:
+            return
+        await self.progressed(subscription)
+        if subscription.behind and self.upkeep is not None:
+            self.upkeep.attend(self)  # it waits for room, or for the log
 
     async def recheck(self, key: str, position: Position) -> None:
         """The layer was away and is back: repair ``key``'s subscription if it missed news."""
@@ -319,6 +389,8 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         if subscription is not None and subscription.missed(position):
             await subscription.converge(position)
             await self.progressed(subscription)
+            if subscription.behind and self.upkeep is not None:
+                self.upkeep.attend(self)
 
     async def progressed(self, subscription: Subscription) -> None:
         """Hook: ``subscription`` may have sent frames (its final state, for one)."""

@@ -13,7 +13,6 @@ two runs of one task never hold the same token, and no column is added to users'
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,6 +27,7 @@ from ..eventlog import store
 from ..eventlog.commits import committer
 from ..exceptions import LeaseLost
 from ..models import STARTABLE_STATUSES, Status, StreamTask
+from . import lease_sql as statements
 
 RUNNER_FIELDS = (
     "status", "started_at", "completed_at", "final_value", "error", "attempts",
@@ -62,8 +62,8 @@ class Lease:
     def fence_sql(self, connection: Any) -> tuple[str, list[Any]]:
         """``rows()`` as the event log's fence takes it (store.py): the SELECT of its pk, and
         its parameters; written once per model, not compiled for every run."""
-        sql = _fence_sql(self.model, connection.alias)
-        return sql, [_pk(self.model, self.pk, connection), self.owner, self.attempt]
+        sql = statements.fence_sql(self.model, connection.alias)
+        return sql, [statements.db_pk(self.model, self.pk, connection), self.owner, self.attempt]
 
 
 class Expired(NamedTuple):
@@ -154,28 +154,28 @@ def _claim_group(
     fields = [Status.RUNNING, owner,
               ops.adapt_datetimefield_value(now + timedelta(seconds=lease_seconds)),
               ops.adapt_datetimefield_value(now)]
-    by_pk = {_pk(model, task.pk, connection): task for task in tasks}
-    returning = _returns_rows(connection) and not model._meta.parents
+    by_pk = {statements.db_pk(model, task.pk, connection): task for task in tasks}
+    returning = statements.returns_rows(connection) and not model._meta.parents
     won: list[StreamTask] = []
     if returning:
         pk_at = [column.attname for column in model._meta.concrete_fields].index(
             model._meta.pk.attname)
         with connection.cursor() as cursor:
-            cursor.execute(_claim_sql(model, connection.alias, len(statuses), len(by_pk)),
+            cursor.execute(statements.claim_sql(model, connection.alias, len(statuses), len(by_pk)),
                            [*fields, *by_pk, *statuses])
             rows = cursor.fetchall()
         for row in rows:
-            task = by_pk[_pk(model, row[pk_at], connection)]
-            _load(task, row, connection)  # the row as the claim left it, read back
+            task = by_pk[statements.db_pk(model, row[pk_at], connection)]
+            statements.load_row(task, row, connection)  # the row as the claim left it, read back
             won.append(task)
     else:
         for pk, task in by_pk.items():
             with connection.cursor() as cursor:
-                cursor.execute(_claim_sql(model, connection.alias, len(statuses), None),
+                cursor.execute(statements.claim_sql(model, connection.alias, len(statuses), None),
                                [*fields, pk, *statuses])
                 claimed = cursor.rowcount
             if claimed:
-                _refresh(task, connection.alias)
+                statements.refresh(task, connection.alias)
                 won.append(task)
     won = [t for t in won if t.status == Status.RUNNING and t.lease_owner == owner]
     tops = store.last_logged_seqs([task.task_key for task in won])
@@ -183,149 +183,6 @@ def _claim_group(
         id(task): Lease(model, task.pk, owner, task.attempts, tops.get(task.task_key, 0))
         for task in won
     }
-
-
-# The run's own statements are written once per model rather than compiled by the ORM each time:
-# the compiling, not the queries, was what most of a short task's database time went on.
-
-
-def _q(connection_alias: str, name: str) -> str:
-    return connections[connection_alias].ops.quote_name(name)
-
-
-def _column(model: type[StreamTask], name: str) -> str:
-    return model._meta.get_field(name).column
-
-
-def _pk(model: type[StreamTask], pk: Any, connection: Any) -> Any:
-    return model._meta.pk.get_db_prep_value(pk, connection)
-
-
-def _returns_rows(connection: Any) -> bool:
-    """Can an UPDATE answer with the rows it changed (``RETURNING``)?"""
-    if connection.vendor == "postgresql":
-        return True
-    if connection.vendor == "sqlite":
-        return connection.Database.sqlite_version_info >= (3, 35)
-    return False
-
-
-def _load(task: StreamTask, row: Sequence[Any], connection: Any) -> None:
-    """Set ``task``'s fields from ``row`` (every concrete column, in order), as the ORM would
-    convert them."""
-    for column, converters, value in zip(
-        task._meta.concrete_fields, _converters(type(task), connection.alias), row, strict=True
-    ):
-        for convert, expression in converters:
-            value = convert(value, expression, connection)
-        setattr(task, column.attname, value)
-        if column.is_relation and column.is_cached(task):
-            column.delete_cached_value(task)
-    task._state.db = connection.alias
-    task._state.adding = False
-
-
-@functools.cache
-def _converters(model: type[StreamTask], alias: str) -> list[list[tuple[Any, Any]]]:
-    connection = connections[alias]
-    found = []
-    for column in model._meta.concrete_fields:
-        expression = column.get_col(model._meta.db_table)
-        converters = (connection.ops.get_db_converters(expression)
-                      + expression.get_db_converters(connection))
-        found.append([(convert, expression) for convert in converters])
-    return found
-
-
-@functools.cache
-def _claim_sql(
-    model: type[StreamTask], alias: str, statuses: int, returning: int | None
-) -> str:
-    """The claim of one row, or with ``returning`` rows, of that many, each read back."""
-    q = functools.partial(_q, alias)
-    col = functools.partial(_column, model)
-    columns = ", ".join(q(column.column) for column in model._meta.concrete_fields)
-    pks = "= %s" if returning is None else f"IN ({', '.join(['%s'] * returning)})"
-    return (
-        f"UPDATE {q(model._meta.db_table)} SET {q(col('status'))} = %s, "
-        f"{q(col('lease_owner'))} = %s, {q(col('lease_expires_at'))} = %s, "
-        f"{q(col('started_at'))} = %s, {q(col('completed_at'))} = NULL, "
-        f"{q(col('final_value'))} = NULL, {q(col('error'))} = NULL, "
-        f"{q(col('attempts'))} = {q(col('attempts'))} + 1, "
-        f"{q(col('revision'))} = {q(col('revision'))} + 1 "
-        f"WHERE {q(model._meta.pk.column)} {pks} AND {q(col('status'))} IN "
-        f"({', '.join(['%s'] * statuses)})"
-        + ("" if returning is None else f" RETURNING {columns}")
-    )
-
-
-@functools.cache
-def _held(model: type[StreamTask], alias: str) -> str:
-    """The fencing condition of a run's writes to its task row."""
-    q = functools.partial(_q, alias)
-    col = functools.partial(_column, model)
-    return (
-        f"{q(model._meta.pk.column)} = %s AND {q(col('status'))} = '{Status.RUNNING}' "
-        f"AND {q(col('lease_owner'))} = %s AND {q(col('attempts'))} = %s"
-    )
-
-
-@functools.cache
-def _fence_sql(model: type[StreamTask], alias: str) -> str:
-    q = functools.partial(_q, alias)
-    table = q(model._meta.db_table)
-    return f"SELECT {table}.{q(model._meta.pk.column)} FROM {table} WHERE {_held(model, alias)}"
-
-
-@functools.cache
-def _renew_sql(model: type[StreamTask], alias: str) -> str:
-    q = functools.partial(_q, alias)
-    return (f"UPDATE {q(model._meta.db_table)} SET {q(_column(model, 'lease_expires_at'))} = %s "
-            f"WHERE {_held(model, alias)}")
-
-
-@functools.cache
-def _finish_sql(model: type[StreamTask], alias: str) -> str:
-    q = functools.partial(_q, alias)
-    col = functools.partial(_column, model)
-    return (
-        f"UPDATE {q(model._meta.db_table)} SET {q(col('status'))} = %s, "
-        f"{q(col('last_seq'))} = %s, {q(col('final_value'))} = %s, {q(col('error'))} = %s, "
-        f"{q(col('lease_owner'))} = '', {q(col('lease_expires_at'))} = NULL, "
-        f"{q(col('revision'))} = {q(col('revision'))} + 1, {q(col('completed_at'))} = %s "
-        f"WHERE {_held(model, alias)}"
-    )
-
-
-def _write_held(lease: Lease, sql: str, params: list[Any], connection: Any) -> int:
-    """``sql`` (ending in the fencing condition) for ``lease``; the rows it changed."""
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, _pk(lease.model, lease.pk, connection), lease.owner,
-                             lease.attempt])
-        return cursor.rowcount
-
-
-def _refresh(task: StreamTask, alias: str) -> None:
-    """``task.refresh_from_db()``, read with a statement written once per model."""
-    model = type(task)
-    if model._meta.parents:  # columns in more than one table: let the ORM join them
-        task.refresh_from_db(using=alias)
-        return
-    fresh = list(model._default_manager.using(alias).raw(_select_sql(model, alias), [task.pk]))
-    if not fresh:
-        raise model.DoesNotExist(f"{model.__name__} {task.pk} no longer exists")
-    for column in model._meta.concrete_fields:
-        setattr(task, column.attname, getattr(fresh[0], column.attname))
-        if column.is_relation and column.is_cached(task):
-            column.delete_cached_value(task)
-    task._state.db = alias
-    task._state.adding = False
-
-
-@functools.cache
-def _select_sql(model: type[StreamTask], alias: str) -> str:
-    q = functools.partial(_q, alias)
-    return f"SELECT * FROM {q(model._meta.db_table)} WHERE {q(model._meta.pk.column)} = %s"
 
 
 async def renew(lease: Lease, lease_seconds: float) -> None:
@@ -337,8 +194,8 @@ async def renew(lease: Lease, lease_seconds: float) -> None:
 
 def _renew(lease: Lease, expires: Any) -> int:
     connection = connections[router.db_for_write(lease.model)]
-    sql = _renew_sql(lease.model, connection.alias)
-    return _write_held(lease, sql, [connection.ops.adapt_datetimefield_value(expires)],
+    sql = statements.renew_sql(lease.model, connection.alias)
+    return statements.write_held(lease, sql, [connection.ops.adapt_datetimefield_value(expires)],
                        connection)
 
 
@@ -357,7 +214,7 @@ async def finish(
         model = lease.model
         connection = connections[router.db_for_write(model)]
         meta = model._meta
-        return _write_held(lease, _finish_sql(model, connection.alias), [
+        return statements.write_held(lease, statements.finish_sql(model, connection.alias), [
             status, last_seq,
             meta.get_field("final_value").get_db_prep_save(final_value, connection),
             meta.get_field("error").get_db_prep_save(error, connection),

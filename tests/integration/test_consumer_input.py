@@ -20,7 +20,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from consumers import sockets as consumer_sockets
+from consumers import connection as consumer_sockets
 from streamapp.exceptions import UnknownTask
 from tests.integration.test_security_input import like_daphne
 from tests.support.clients import bearer, from_address, make_user, with_streamapp

@@ -12,7 +12,7 @@ from typing import Any
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 
-from .wire import event_frame, ticks
+from .wire import SHORT_EVENTS, event_frame, ticks
 
 GROUP_PREFIX = "bench.b."
 
@@ -43,12 +43,15 @@ async def produce(group: str, events: int, rate: float) -> None:
 
 
 async def short_task(number: int) -> bool:
-    """A short job done the plain way: an asyncio task announcing its start and its end."""
+    """A short job done the plain way: an asyncio task announcing its start, SHORT_EVENTS events
+    and its end."""
     layer = get_channel_layer()
     group = group_name(f"short{number}")
 
     async def work() -> None:
         await layer.group_send(group, {"type": "bench.event", "frame": {"status": "running"}})
+        async for seq in ticks(SHORT_EVENTS, 0):
+            await layer.group_send(group, {"type": "bench.event", "frame": event_frame(group, seq)})
         await layer.group_send(group, {"type": "bench.event", "frame": {"status": "completed"}})
 
     await asyncio.create_task(work())

@@ -17,7 +17,7 @@ import redis
 from . import report
 from .run import run_benchmark
 from .server import ROOT, ServerConfig, raise_fd_limit
-from .sizes import LAYERS, SIZES, FanOut
+from .sizes import LAYERS, PARTS, SIZES, FanOut
 
 DEFAULT_OUT = ROOT / "bench" / "results"
 DOCS = ROOT / "docs"
@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(LAYERS)}")
     parser.add_argument("--fanout", action="append", type=fan_out, metavar="TASKSxSUBSCRIBERS",
                         help="only these fan-outs, e.g. --fanout 1x100 (repeatable)")
+    parser.add_argument("--parts", type=lambda text: tuple(text.split(",")),
+                        help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL")
                         or "redis://127.0.0.1:6379/0")
     parser.add_argument("--database-url", help="PostgreSQL for the event log (default: SQLite "
@@ -43,10 +45,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", type=int, metavar="SUBSCRIBERS",
                         help="py-spy the server during streamapp's max-rate run at one task × "
                         "SUBSCRIBERS")
+    parser.add_argument("--profile-parts", type=lambda text: tuple(text.split(",")), default=(),
+                        metavar="PARTS", help="py-spy the server during streamapp's run of these "
+                        "parts (connect, short, scale)")
     parser.add_argument("--publish", action="store_true",
                         help="also copy the table and plot to docs/bench.md and docs/bench.png")
     args = parser.parse_args(argv)
     unknown = set(args.layers or ()) - set(LAYERS)
+    if set(args.parts or ()) - set(PARTS):
+        parser.error(f"unknown parts; choose from {', '.join(PARTS)}")
     if unknown:
         parser.error(f"unknown layers {', '.join(sorted(unknown))}; "
                      f"choose from {', '.join(LAYERS)}")
@@ -70,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = replace(sizes, layers=args.layers)
     if args.fanout:
         sizes = replace(sizes, fanouts=tuple(args.fanout))
+    if args.parts:
+        sizes = replace(sizes, parts=args.parts)
     raise_fd_limit()  # the daphne subprocesses inherit it
     prefix = f"bench{uuid.uuid4().hex[:10]}"  # every Redis key of this run starts with it
     uses_redis = any(layer != "memory" for layer in sizes.layers)
@@ -84,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             results = asyncio.run(run_benchmark(
                 sizes, config, args.out, progress=lambda line: print(line, file=sys.stderr),
-                profile_subscribers=args.profile,
+                profile_subscribers=args.profile, profile_parts=args.profile_parts,
             ))
         finally:
             if uses_redis:

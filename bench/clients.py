@@ -25,8 +25,11 @@ class Audience:
     subscribed once it arrived) and ends each stream with a final ``state`` frame.
     """
 
-    def __init__(self, urls: list[str], events: int, stateful: bool) -> None:
+    def __init__(
+        self, urls: list[str], events: int, stateful: bool, at_once: int = CONNECTING_AT_ONCE
+    ) -> None:
         self.urls = urls
+        self.at_once = at_once
         self.events = events
         self.stateful = stateful
         self.sockets: list[ClientConnection] = []
@@ -44,9 +47,12 @@ class Audience:
     def expected(self) -> int:
         return self.events * len(self.urls)
 
-    async def open(self) -> None:
-        """Connect every socket, a few at a time; return once each is subscribed."""
-        gate = asyncio.Semaphore(CONNECTING_AT_ONCE)
+    async def open(self, tolerate: bool = False) -> int:
+        """Connect every socket, a few at a time; return once each is subscribed.
+
+        Raises if any did not open, unless ``tolerate``: then answers how many did not.
+        """
+        gate = asyncio.Semaphore(self.at_once)
 
         async def one(url: str) -> ClientConnection:
             async with gate:
@@ -62,12 +68,13 @@ class Audience:
         opened = await asyncio.gather(*(one(url) for url in self.urls), return_exceptions=True)
         self.sockets = [ws for ws in opened if isinstance(ws, ClientConnection)]
         errors = [error for error in opened if isinstance(error, BaseException)]
-        if errors:
+        if errors and not tolerate:
             await self.close()
             raise RuntimeError(f"{len(errors)} of {len(self.urls)} sockets did not open: "
                                f"{errors[0]!r}") from errors[0]
         self.last_frame_at = time.time()
         self._readers = [asyncio.create_task(self._read(ws)) for ws in self.sockets]
+        return len(errors)
 
     async def wait(self, quiet: float, limit: float) -> bool:
         """Until every socket has all its frames (True), or none came for ``quiet`` s (False).

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import baseline, floor, streaming
+from . import baseline, floor, memprobe, streaming
 
 logger = logging.getLogger("bench.control")
 
@@ -26,6 +26,7 @@ PRODUCERS: dict[str, Callable[[str, int, float], Awaitable[None]]] = {
 SHORT_TASKS: dict[str, Callable[[int], Awaitable[bool]]] = {
     "baseline": baseline.short_task,
     "streamapp": streaming.short_task,
+    "streamapp_saved_first": streaming.short_task_saved_first,
 }
 
 
@@ -57,9 +58,28 @@ async def short(target: str, count: int, concurrency: int) -> dict[str, Any]:
     return {"started": started, "finished": time.time(), "completed": sum(done)}
 
 
+async def idle(running: int, finished: int) -> dict[str, Any]:
+    """streamapp: quiet running tasks and finished ones, for idle subscriptions."""
+    return await streaming.idle_tasks(running, finished)
+
+
+async def start(keys: list[str]) -> dict[str, Any]:
+    """Start tasks without waiting for them (through the workers when RUN_TASKS is off)."""
+    return {"started": await streaming.start_tasks(keys)}
+
+
+async def stop(keys: list[str]) -> dict[str, Any]:
+    return {"stopped": await streaming.stop_tasks(keys)}
+
+
 async def collect_garbage() -> dict[str, Any]:
     """Before a memory reading: garbage is not memory a connection holds."""
     return {"collected": gc.collect()}
+
+
+async def memory(action: str, sockets: int = 1) -> dict[str, Any]:
+    """``mark`` before opening sockets, ``report`` once they are open (bench/memprobe.py)."""
+    return memprobe.mark() if action == "mark" else memprobe.report(sockets)
 
 
 ENDPOINTS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
@@ -67,6 +87,10 @@ ENDPOINTS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "/bench/produce": produce,
     "/bench/short": short,
     "/bench/gc": collect_garbage,
+    "/bench/idle": idle,
+    "/bench/start": start,
+    "/bench/stop": stop,
+    "/bench/memory": memory,
 }
 
 

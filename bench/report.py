@@ -85,11 +85,39 @@ def rows(figures: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str, bo
         yield f"{label}: latency p99 ms ({rate:.3g} events/s)", _pick(fixed, "p99_ms"), ",.1f", True
         lost = {name: f"{fast[name]['lost']:,} / {fixed[name]['lost']:,}" for name in fast}
         yield f"{label}: frames lost (max rate / fixed rate)", lost, "", False
-    memory = {run["target"]: run["bytes_per_socket"] / 1024 for run in figures["memory"]}
-    sockets = figures["memory"][0]["sockets"]
-    yield f"RSS per idle connection, KiB ({sockets:,} sockets)", memory, ",.1f", True
-    short = {run["target"]: run["tasks_per_s"] for run in figures["short"]}
-    yield "short tasks started and finished per second", short, ",.0f", True
+    scale = {run["target"]: run for run in figures.get("scale") or ()}
+    if scale:
+        run = next(iter(scale.values()))
+        label = f"1 task × {run['subscribers']:,} at {run['rate']:g} events/s"
+        yield f"{label}: latency p50 ms", _pick(scale, "p50_ms"), ",.1f", True
+        yield f"{label}: latency p99 ms", _pick(scale, "p99_ms"), ",.1f", True
+        yield f"{label}: server CPU µs per frame", _pick(scale, "cpu_us_per_frame"), ",.1f", True
+        yield f"{label}: frames lost", _pick(scale, "lost"), ",", False
+        busy = {name: r["client_busy"] * 100 for name, r in scale.items()}
+        yield (f"{label}: busiest of {run['processes']} load generators, % of a core", busy,
+               ",.0f", False)
+    idle = figures.get("idle")
+    if idle:
+        yield (f"{idle['subscriptions']:,} idle subscriptions ({idle['sockets']:,} sockets): "
+               "server CPU, % of a core", {"streamapp": idle["core_share"] * 100}, ",.1f", False)
+    if figures.get("memory"):
+        memory = {run["target"]: run["bytes_per_socket"] / 1024 for run in figures["memory"]}
+        sockets = figures["memory"][0]["sockets"]
+        yield f"RSS per idle connection, KiB ({sockets:,} sockets)", memory, ",.1f", True
+    connects = figures.get("connect") or []
+    if connects:
+        count = connects[0]["sockets"]
+        yield (f"{count:,} sockets connected and subscribed, s",
+               {run["target"]: run["seconds"] for run in connects}, ",.2f", True)
+        yield ("server CPU µs per socket connected",
+               {run["target"]: run["cpu_us_per_socket"] for run in connects}, ",.0f", True)
+    if figures.get("short"):
+        short = {run["target"]: run["tasks_per_s"] for run in figures["short"]}
+        yield "short tasks started and finished per second", short, ",.0f", True
+        if "streamapp_saved_first" in short:
+            yield ("short tasks per second, saved by the caller first (acreate)",
+                   {"streamapp": short["streamapp_saved_first"],
+                    "baseline": short.get("baseline")}, ",.0f", True)
 
 
 def notes(figures: dict[str, Any]) -> Iterator[str]:
@@ -107,10 +135,24 @@ def notes(figures: dict[str, Any]) -> Iterator[str]:
         if (run["client_busy"] or 0) > CLIENT_BOUND:
             yield (f"{where}: the load generator was {run['client_busy']:.0%} busy: the "
                    "client may be what limits this run")
-    for run in figures["short"]:
+    yield from _scale_notes(figures)
+    for run in figures.get("short", ()):
         if run["completed"] != run["count"]:
             yield (f"short tasks, {run['target']}: only {run['completed']} of {run['count']} "
                    "completed")
+
+
+def _scale_notes(figures: dict[str, Any]) -> Iterator[str]:
+    for run in figures.get("scale") or ():
+        if run["target"] == "streamapp" and (run["lost"] or run["seq_errors"]):
+            yield (f"**streamapp lost {run['lost']} frames, {run['seq_errors']} seq errors** "
+                   "(fixed rate at scale)")
+        if run["failures"]:
+            yield (f"{run['target']} at scale: {run['failures']} failures, e.g. "
+                   f"{run['failure_examples'][0]}")
+        if run["client_busy"] > CLIENT_BOUND:
+            yield (f"{run['target']} at scale: a load generator was {run['client_busy']:.0%} "
+                   "busy: the client may be what limits this run")
 
 
 def fanouts_of(runs: list[dict[str, Any]]) -> list[FanOut]:

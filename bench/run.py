@@ -12,14 +12,21 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from .measure import fan_out, idle_memory, short_tasks
+from .measure import (
+    connect_time,
+    fan_out,
+    fixed_rate_at_scale,
+    idle_memory,
+    idle_subscriptions,
+    short_tasks,
+)
 from .profiling import py_spy, top_functions
 from .report import number
 from .server import BenchServer, ServerConfig
@@ -32,7 +39,7 @@ PACKAGES = ("django", "channels", "channels-redis", "daphne", "twisted", "websoc
 
 async def run_benchmark(
     sizes: Sizes, config: ServerConfig, out_dir: Path, progress: Progress,
-    profile_subscribers: int | None = None,
+    profile_subscribers: int | None = None, profile_parts: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     results: dict[str, Any] = {
         "sizes": sizes.name, "machine": machine(),
@@ -42,7 +49,7 @@ async def run_benchmark(
     began = time.monotonic()
     for layer in sizes.layers:
         results["layers"][layer] = await run_layer(
-            layer, sizes, config, out_dir, progress, profile_subscribers
+            layer, sizes, config, out_dir, progress, profile_subscribers, profile_parts
         )
     results["seconds"] = time.monotonic() - began
     results["machine"]["load_average_after"] = os.getloadavg()
@@ -51,12 +58,22 @@ async def run_benchmark(
 
 async def run_layer(
     layer: str, sizes: Sizes, config: ServerConfig, out_dir: Path, progress: Progress,
-    profile_subscribers: int | None,
+    profile_subscribers: int | None, profile_parts: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     fanouts: list[dict[str, Any]] = []
     profiles: list[str] = []
+    short: list[dict[str, Any]] = []
+    connects: list[dict[str, Any]] = []
+    memory: list[dict[str, Any]] = []
+    scale: list[dict[str, Any]] = []
+    idle: dict[str, Any] | None = None
+    def profiled(part: str) -> Callable[[], AbstractAsyncContextManager[Any]]:
+        stem = out_dir / f"profile-{layer}-{part}"
+        profiles.append(str(stem.with_suffix(".txt")))
+        return partial(py_spy, server.pid, stem.with_suffix(".collapsed"))
+
     async with BenchServer(layer, config) as server:
-        for fanout in sizes.fanouts:
+        for fanout in sizes.fanouts if "fanout" in sizes.parts else ():
             for target in TARGETS:
                 around = nullcontext
                 if target is STREAMAPP and fanout == FanOut(1, profile_subscribers or 0):
@@ -71,20 +88,53 @@ async def run_layer(
                 run = await fan_out(server, target, fanout, events, rate, sizes)
                 fanouts.append({"layer": layer, **run})
                 progress(describe(layer, fanout, run))
-        short = []
-        for target in (BASELINE, STREAMAPP):
-            short.append(await short_tasks(server, target, sizes))
+        for target in TARGETS if "scale" in sizes.parts else ():
+            around = profiled("scale") if target is STREAMAPP and "scale" in profile_parts else (
+                nullcontext)
+            scale.append(await fixed_rate_at_scale(server, target, sizes, around))
+            progress(describe_scale(layer, scale[-1]))
+        if "idle" in sizes.parts:
+            idle = await idle_subscriptions(server, sizes)
+            progress(f"{layer:7} idle           streamapp: {idle['subscriptions']:,} "
+                     f"subscriptions, server CPU {idle['core_share']:.1%} of a core")
+        for target in (BASELINE, STREAMAPP) if "short" in sizes.parts else ():
+            around = profiled("short") if target is STREAMAPP and "short" in profile_parts else (
+                nullcontext)
+            short.append(await short_tasks(server, target, sizes, around))
             progress(f"{layer:7} short tasks    {target.name:9}: "
                      f"{short[-1]['tasks_per_s']:,.0f} tasks/s")
+        if "short" in sizes.parts:
+            short.append(await short_tasks(server, STREAMAPP, sizes, variant="_saved_first"))
+            progress(f"{layer:7} short tasks    streamapp, saved first: "
+                     f"{short[-1]['tasks_per_s']:,.0f} tasks/s")
+        for target in TARGETS if "connect" in sizes.parts else ():
+            around = nullcontext
+            if target is STREAMAPP and "connect" in profile_parts:
+                around = profiled("connect")
+            connects.append(await connect_time(server, target, sizes.connect_sockets, around))
+            progress(f"{layer:7} connect        {target.name:9}: {connects[-1]['sockets']:,} in "
+                     f"{connects[-1]['seconds']:.2f} s, "
+                     f"{connects[-1]['cpu_us_per_socket']:,.0f} µs server CPU each")
     for path in profiles:
         Path(path).write_text(top_functions(Path(path).with_suffix(".collapsed")))
         progress(f"profile: {path}")
-    memory = []
-    for target in TARGETS:
+    for target in TARGETS if "memory" in sizes.parts else ():
         memory.append(await idle_memory(layer, config, target, sizes))
         progress(f"{layer:7} idle memory    {target.name:9}: "
                  f"{memory[-1]['bytes_per_socket'] / 1024:,.1f} KiB per socket")
-    return {"fanout": fanouts, "short": short, "memory": memory, "profiles": profiles}
+    return {"fanout": fanouts, "short": short, "memory": memory, "connect": connects,
+            "scale": scale, "idle": idle, "profiles": profiles}
+
+
+def describe_scale(layer: str, run: dict[str, Any]) -> str:
+    return "  ".join([
+        f"{layer:7} scale {run['subscribers']:,} × {run['rate']:g}/s {run['target']:9}:",
+        f"{run['frames_per_s']:9,.0f} frames/s",
+        f"{number(run['cpu_us_per_frame'], ',.0f'):>6} µs/frame",
+        f"p50 {number(run['p50_ms'], ',.1f')} ms p99 {number(run['p99_ms'], ',.1f'):>7} ms",
+        f"lost {run['lost']}", f"client {run['client_busy']:.0%} busy",
+        *([f"failures {run['failures']}: {run['failure_examples'][0]}"] if run["failures"] else []),
+    ])
 
 
 def describe(layer: str, fanout: FanOut, run: dict[str, Any]) -> str:

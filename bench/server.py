@@ -155,10 +155,15 @@ class BenchServer:
     goes to a log file in the results directory.
     """
 
-    def __init__(self, layer: str, config: ServerConfig, label: str = "") -> None:
+    def __init__(
+        self, layer: str, config: ServerConfig, label: str = "", *, port: int | None = None,
+        env: dict[str, str] | None = None, backlog: int | None = None,
+    ) -> None:
         self.layer = layer
         self.config = config
-        self.port = free_port()
+        self.port = port or free_port()
+        self.env = env or {}  # more variables for the server (STREAMAPP_<NAME> settings …)
+        self.backlog = backlog  # the listen backlog; None: daphne's (Twisted's 50)
         self.log_path = config.log_dir / f"daphne-{layer}{label}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -171,23 +176,38 @@ class BenchServer:
         return f"ws://127.0.0.1:{self.port}/{path.lstrip('/')}"
 
     async def __aenter__(self) -> BenchServer:
-        self.config.log_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-                 "bench.asgi:application"],
-                cwd=ROOT, env=self.config.env(self.layer), stdout=log, stderr=subprocess.STDOUT,
-            )
-        await self._wait_until_serving()
+        await self.start()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.backlog is None:
+            where = ["-b", "127.0.0.1", "-p", str(self.port)]
+        else:
+            where = ["-e", f"tcp:port={self.port}:interface=127.0.0.1:backlog={self.backlog}"]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "daphne", *where, "bench.asgi:application"],
+                cwd=ROOT, env={**self.config.env(self.layer), **self.env}, stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        await self._wait_until_serving()
+
+    def terminate(self) -> None:
+        """SIGTERM: daphne closes its sockets (1012/4012) and stops."""
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+
+    async def stop(self) -> None:
+        assert self.process is not None
+        self.terminate()
         try:
             await asyncio.to_thread(self.process.wait, 20)
         except subprocess.TimeoutExpired:

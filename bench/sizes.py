@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 LAYERS = ("memory", "redis", "pubsub")
+# What a run measures, per layer (``--parts``): fan-out (max and fixed rate), fixed rate at
+# scale (many subscribers, several load-generator processes), idle subscriptions (server CPU
+# while nothing happens), short tasks, connect time, idle memory.
+PARTS = ("fanout", "scale", "idle", "short", "connect", "memory")
 
 
 @dataclass(frozen=True)
@@ -35,12 +39,19 @@ class Sizes:
     latency_seconds: float  # … for about this long
     max_latency_rate: float  # events per second per task, at most
     idle_sockets: int  # for the memory figure
+    connect_sockets: int  # connected and subscribed at once, for the connect time
     short_tasks: int
     short_concurrency: int
     # A run ends when all its frames are in, or none came for ``quiet`` s; streamapp's streams
     # end themselves (final state, close) and may repair a gap late, so they get longer.
     quiet: float
     stream_quiet: float
+    # fixed rate at scale: subscribers of one task, events per second, seconds, client processes
+    scale: tuple[int, float, float, int] = (1_000, 20, 10, 4)
+    # idle subscriptions: sockets, subscriptions each (half to quiet running tasks, half to
+    # finished ones), seconds the server's CPU is read
+    idle: tuple[int, int, float] = (500, 100, 20)
+    parts: tuple[str, ...] = PARTS
 
     def max_rate_events(self, fanout: FanOut) -> int:
         per_socket = self.frames_per_run // fanout.sockets
@@ -59,18 +70,23 @@ SIZES = {
         name="smoke", fanouts=(FanOut(1, 1), FanOut(1, 10), FanOut(3, 2)),
         layers=("memory", "redis"), frames_per_run=500, min_events=50, max_events=50,
         latency_frames_per_s=200, latency_seconds=0.25, max_latency_rate=100,
-        idle_sockets=20, short_tasks=20, short_concurrency=5, quiet=1.0, stream_quiet=15,
+        idle_sockets=20, connect_sockets=50, short_tasks=20, short_concurrency=5,
+        quiet=1.0, stream_quiet=15,
+        scale=(20, 20, 2, 2), idle=(10, 10, 2),
     ),
     "medium": Sizes(
         name="medium", fanouts=(*ONE_TASK, FanOut(100, 10)), layers=LAYERS,
         frames_per_run=30_000, min_events=30, max_events=5_000,
         latency_frames_per_s=1_000, latency_seconds=3, max_latency_rate=50,
-        idle_sockets=1_000, short_tasks=200, short_concurrency=20, quiet=3.0, stream_quiet=60,
+        idle_sockets=1_000, connect_sockets=1_000, short_tasks=1_000, short_concurrency=100,
+        quiet=3.0, stream_quiet=60,
+        scale=(1_000, 20, 6, 4), idle=(500, 100, 12),
     ),
     "full": Sizes(
         name="full", fanouts=(*ONE_TASK, FanOut(100, 10)), layers=LAYERS,
         frames_per_run=100_000, min_events=100, max_events=20_000,
         latency_frames_per_s=1_000, latency_seconds=6, max_latency_rate=50,
-        idle_sockets=1_000, short_tasks=1_000, short_concurrency=20, quiet=5.0, stream_quiet=60,
+        idle_sockets=1_000, connect_sockets=1_000, short_tasks=2_000, short_concurrency=100,
+        quiet=5.0, stream_quiet=60,
     ),
 }

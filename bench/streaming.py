@@ -8,6 +8,7 @@ from streamapp.coordinator import coordinator
 from streamapp.models import Status
 
 from .models import BenchTask
+from .wire import SHORT_EVENTS
 
 
 def path_of(task: BenchTask) -> str:
@@ -34,8 +35,17 @@ async def run(path: str) -> None:
 
 
 async def short_task(number: int) -> bool:
-    """A tiny task from creation to its final status: create, start, finish."""
-    task = await BenchTask.objects.acreate(events=0)
+    """A tiny task from creation to its final status, all through the coordinator: started
+    unsaved (the coordinator saves it with the other new ones), SHORT_EVENTS events, finish."""
+    task = BenchTask(events=SHORT_EVENTS)
+    started = await coordinator.start_task(task)
+    await coordinator.wait_task(task)
+    return started and task.status == Status.COMPLETED
+
+
+async def short_task_saved_first(number: int) -> bool:
+    """``short_task``, the row saved by the caller first (``acreate``), one hop of its own."""
+    task = await BenchTask.objects.acreate(events=SHORT_EVENTS)
     started = await coordinator.start_task(task)
     await coordinator.wait_task(task)
     return started and task.status == Status.COMPLETED
@@ -43,3 +53,43 @@ async def short_task(number: int) -> bool:
 
 async def run_all(paths: list[str]) -> None:
     await asyncio.gather(*(run(path) for path in paths))
+
+
+QUIET_RATE = 1 / 3600  # a quiet task: its first event at once, the next an hour later
+
+
+async def idle_tasks(running: int, finished: int) -> dict[str, list[str]]:
+    """``running`` tasks that have sent one event and go quiet, ``finished`` ones that have
+    completed (one event each); returns their task keys."""
+    quiet = await BenchTask.objects.abulk_create(
+        [BenchTask(events=2, rate=QUIET_RATE) for _ in range(running)]
+    )
+    done = await BenchTask.objects.abulk_create([BenchTask(events=1) for _ in range(finished)])
+    for task in done:
+        await coordinator.start_task(task)
+    for task in done:
+        await coordinator.wait_task(task)
+    for task in quiet:
+        await coordinator.start_task(task)
+    return {"running": [t.task_key for t in quiet], "finished": [t.task_key for t in done]}
+
+
+async def start_tasks(keys: list[str]) -> int:
+    started = 0
+    for key in keys:
+        started += await coordinator.start_task(await task_of(key))
+    return started
+
+
+async def task_of(name: str) -> BenchTask:
+    """The BenchTask of a task key or an URL path (both end with the pk)."""
+    pk = name.rstrip("/").replace("/", ".").rsplit(".", 1)[-1]
+    return await BenchTask.objects.aget(pk=int(pk))
+
+
+async def stop_tasks(keys: list[str]) -> int:
+    """Cancel the tasks still running of ``keys``; returns how many."""
+    stopped = 0
+    for key in keys:
+        stopped += await coordinator.cancel_task(await task_of(key))
+    return stopped

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 EVENT_NAME = "tick"
+SHORT_EVENTS = 5  # a short task's events, from its start to its end
 
 
 def event_data() -> dict[str, float]:

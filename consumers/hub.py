@@ -22,8 +22,6 @@ import weakref
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from channels.layers import get_channel_layer
-
 from streamapp import broadcast, outages
 from streamapp.positions import Position, positions_by_key
 
@@ -69,9 +67,12 @@ class FanOutHub:
     """
 
     def __init__(self, layer: Any) -> None:
-        self.layer = layer
+        self.layer = layer  # None: no channel layer, so no live news (the upkeep converges)
         self.channel: str | None = None
         self.listeners: dict[str, dict[Listener, None]] = {}  # task key -> sockets, in join order
+        # task key -> when news of it last came (or its first socket joined): the sockets'
+        # upkeep (upkeep.py) reads again the tasks that have been quiet too long
+        self.heard_at: dict[str, float] = {}
         self.refresh_seconds = min(JOIN_REFRESH_SECONDS, rejoin_interval(layer) / 2)
         self._joined_at: dict[str, float] = {}
         self._joined_with: dict[str, str] = {}  # task key -> the channel its membership holds
@@ -84,7 +85,13 @@ class FanOutHub:
 
     async def join(self, key: str, listener: Listener) -> None:
         """Deliver ``key``'s news to ``listener``; make (or renew) the group membership if due."""
-        self.listeners.setdefault(key, {})[listener] = None  # news flows to it from now on
+        listeners = self.listeners.get(key)
+        if listeners is None:
+            listeners = self.listeners[key] = {}
+            self.heard_at[key] = time.monotonic()
+        listeners[listener] = None  # news flows to it from now on
+        if self.layer is None:
+            return
         async with self._membership:
             if key not in self.listeners:
                 return  # it left again while this join waited its turn
@@ -97,14 +104,12 @@ class FanOutHub:
                 await self._add(key)
 
     async def leave(self, key: str, listener: Listener) -> None:
+        if self.layer is None:
+            self._forget(key, listener)
+            return
         async with self._membership:
-            listeners = self.listeners.get(key, {})
-            if listener not in listeners:
+            if not self._forget(key, listener):
                 return
-            del listeners[listener]
-            if listeners:
-                return
-            del self.listeners[key]
             await self._discard(key)
             if not self.listeners and self._reader is not None:
                 # Nothing to read for: no task outlives its sockets. A cancelled receive may
@@ -113,6 +118,26 @@ class FanOutHub:
                 self._reader.cancel()
                 self._reader = None
                 self.channel = None
+
+    def _forget(self, key: str, listener: Listener) -> bool:
+        """Stop handing ``key``'s news to ``listener``; True when it was the last one."""
+        listeners = self.listeners.get(key, {})
+        if listener not in listeners:
+            return False
+        del listeners[listener]
+        if listeners:
+            return False
+        del self.listeners[key]
+        self.heard_at.pop(key, None)
+        return True
+
+    async def renew(self) -> None:
+        """Renew every membership (the sockets' upkeep calls it well inside group_expiry)."""
+        if self.layer is None:
+            return
+        async with self._membership:
+            if self.channel is not None:
+                await self._add_all(list(self.listeners))
 
     async def _add(self, key: str) -> bool:
         """Under the lock: put the hub's channel in ``key``'s group. A failure is reported to
@@ -206,7 +231,12 @@ class FanOutHub:
 
     async def deliver(self, message: dict[str, Any]) -> None:
         """Hand one layer message to every local socket that watches its task."""
-        for listener in tuple(self.listeners.get(message.get("task"), ())):
+        key = message.get("task")
+        listeners = self.listeners.get(key)
+        if not listeners:
+            return
+        self.heard_at[key] = time.monotonic()
+        for listener in tuple(listeners):
             if listener.ready_for(message):
                 try:
                     await listener.take_news(message)
@@ -239,32 +269,19 @@ _hubs: weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, FanOutHub]]
 )
 
 
-def hub_for(layer: Any) -> FanOutHub | None:
-    """The running event loop's hub on ``layer`` (None without a layer)."""
+_layerless: weakref.WeakKeyDictionary[Any, FanOutHub] = weakref.WeakKeyDictionary()
+
+
+def hub_for(layer: Any) -> FanOutHub:
+    """The running event loop's hub on ``layer``; without a layer, one that only keeps count."""
+    loop = asyncio.get_running_loop()
     if layer is None:
-        return None
-    by_layer = _hubs.setdefault(asyncio.get_running_loop(), weakref.WeakKeyDictionary())
+        hub = _layerless.get(loop)
+        if hub is None:
+            hub = _layerless[loop] = FanOutHub(None)
+        return hub
+    by_layer = _hubs.setdefault(loop, weakref.WeakKeyDictionary())
     hub = by_layer.get(layer)
     if hub is None:
         hub = by_layer[layer] = FanOutHub(layer)
     return hub
-
-
-class HubFeed:
-    """One socket's Feed (consumers/subscription.py): its memberships of the process's hub."""
-
-    def __init__(self, listener: Listener, layer: Any = None) -> None:
-        self.listener = listener
-        self.hub = hub_for(layer if layer is not None else get_channel_layer())
-
-    @property
-    def layer(self) -> Any:
-        return self.hub.layer if self.hub is not None else None
-
-    async def join(self, key: str) -> None:
-        if self.hub is not None:
-            await self.hub.join(key, self.listener)
-
-    async def leave(self, key: str) -> None:
-        if self.hub is not None:
-            await self.hub.leave(key, self.listener)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from streamapp.adapters.daphne import TransportBacklog
 from streamapp.asgi.transport import SCOPE_KEY
 
-Sender = Callable[[str], Awaitable[None]]
+
+class Owner(Protocol):
+    """The consumer an outlet belongs to: its own way of sending, without daphne's transport."""
+
+    async def send_text_fallback(self, text: str) -> None: ...
 
 DRAIN_POLL_SECONDS = 0.05
 # Twisted writes to the kernel only when the event loop comes round: frames sent in one go all
@@ -27,30 +30,26 @@ FLUSH_SECONDS = 0.001
 class SocketOutlet:
     """Frames out of one socket: straight to daphne's transport when it is there."""
 
+    __slots__ = ("_backlog", "_owner", "_limit", "_congested_since")
+
     @classmethod
-    def for_socket(cls, scope: dict[str, Any], send_text: Sender, limit: int) -> SocketOutlet:
-        """The outlet of the socket with ``scope``; ``send_text`` is the consumer's own way."""
-        backlog = scope.get(SCOPE_KEY)
-        if backlog is None:
-            return cls(send_text, None, limit)
-        server_send, is_open = backlog.send, backlog.open
+    def for_socket(cls, scope: dict[str, Any], owner: Owner, limit: int) -> SocketOutlet:
+        """The outlet of the socket with ``scope``, whose consumer is ``owner``."""
+        return cls(owner, scope.get(SCOPE_KEY), limit)
 
-        async def send_to_daphne(text: str) -> None:
-            if is_open():  # a client that has just left: nothing to send to, and no error
-                await server_send({"type": "websocket.send", "text": text})
-
-        return cls(send_to_daphne, backlog, limit)
-
-    def __init__(
-        self,
-        send: Sender,
-        backlog: TransportBacklog | None,
-        limit: int,
-    ) -> None:
-        self.send = send  # called once per frame: no wrapper around it
+    def __init__(self, owner: Owner, backlog: TransportBacklog | None, limit: int) -> None:
+        self._owner = owner  # without daphne's transport: the consumer sends the ASGI way
         self._backlog = backlog
         self._limit = limit
         self._congested_since: float | None = None
+
+    async def send(self, text: str) -> None:
+        """Called once per frame and socket: no wrapper, no closure."""
+        backlog = self._backlog
+        if backlog is None:
+            await self._owner.send_text_fallback(text)
+        elif backlog.open():  # a client that has just left: nothing to send to, and no error
+            await backlog.send({"type": "websocket.send", "text": text})
 
     def congested(self) -> bool:
         """Does the server hold more than the limit for this socket right now?"""

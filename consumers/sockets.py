@@ -5,39 +5,29 @@ The fast path reads one way: the process's hub (hub.py) hands a layer message to
 outlet (outlet.py), and the outlet to daphne's transport. Consumers never write task state:
 starting and cancelling go through the coordinator.
 
-Whatever a client sends, it gets an answer in protocol: a bad frame its error frame, and a
-failure of ours (a bug, a database outage) a ``server_error`` frame and close 1011 (4011 under
-daphne), never a bare 1011 with every subscription dropped unexplained. What a socket holds (the
-sockets gauge, its subscriptions, its upkeep, its place in the revocation watch) is given back
-once, in a ``finally``, however the consumer ends.
+How a socket lives and closes is consumers/connection.py.
+
+An idle socket costs what it must and no more: no task of its own beside the one the server
+runs it in (the process's upkeep, upkeep.py, looks after every socket), no channel, no frame
+limiter until the client sends a frame, no task row kept.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
 from typing import Any
 
-from channels.exceptions import StopConsumer
-from channels.generic.websocket import AsyncWebsocketConsumer
-
 from streamapp import metrics, protocol
-from streamapp.access import allowed, denial
-from streamapp.asgi.wiring import note_connection
+from streamapp.access import allowed
 from streamapp.conf import app_settings
 from streamapp.coordinator import coordinator
-from streamapp.credentials import Credential, credential_of, recheck
-from streamapp.handover import open_sockets
 from streamapp.models import Status, StreamTask
 from streamapp.positions import Position
 
-from .hub import HubFeed
+from .connection import SocketConnection
 from .limits import REFUSALS, SocketLimits
-from .outlet import SocketOutlet
 from .protocol import Action, ProtocolError, parse
-from .revocation import watch
 from .subscription import Subscription
-from .upkeep import Upkeep
 
 logger = logging.getLogger("streamapp.consumers")
 
@@ -49,191 +39,57 @@ def who(user: Any) -> str:
     return "an anonymous client"
 
 
-class TaskSocketConsumer(AsyncWebsocketConsumer):
+class TaskSocketConsumer(SocketConnection):
     """Shared machinery: subscriptions, client actions, and live news from the process's hub."""
-
-    # No channel per socket: live news comes from the process's fan-out hub (hub.py).
-    channel_layer_alias = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.subscriptions: dict[str, Subscription] = {}
-        self.upkeep: Upkeep | None = None
-        self.credential: Credential | None = None
-        self.counted = False  # in the sockets gauge
-        self.accepted = False
-        self.closing = False
-        self.released = False
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:  # however the consumer ends (even cancelled or crashed), nothing stays behind
-            await self.release()
-
-    async def release(self) -> None:
-        """Give back what the socket holds, once."""
-        if self.released:
-            return
-        self.released = True
-        open_sockets.discard(self)
-        if self.counted:
-            metrics.SOCKETS_CONNECTED.dec()
-        if self.credential is not None:
-            watch().discard(self)
-        if self.upkeep is not None:
-            await self.upkeep.stop()
-        await self.unsubscribe_all()
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """Run the handler; a failure of ours closes the socket in protocol (server_error)."""
-        try:
-            await super().dispatch(message)
-        except StopConsumer:
-            raise
-        except Exception:
-            logger.exception("socket failed handling %s", message.get("type"))
-            await self.fail()
-
-    async def websocket_connect(self, message: dict[str, Any]) -> None:
-        self.user = self.scope.get("user")
-        unread_token = note_connection(self.scope)
-        if unread_token is not None:
-            self.scope["token_error"] = unread_token
-        metrics.SOCKETS_CONNECTED.inc()
-        self.counted = True
-        self.credential = credential_of(self.scope)
-        if self.credential is not None:
-            watch().add(self)
-        self.limits = SocketLimits()
-        self.feed = HubFeed(self)
-        self.outlet = SocketOutlet.for_socket(
-            self.scope, lambda text: self.send(text_data=text), app_settings.SEND_BUFFER_BYTES
-        )
-        self.upkeep = Upkeep(self, self.feed.layer)
-        self.upkeep.start()
-        open_sockets.add(self)
-        await super().websocket_connect(message)
-
-    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
-        await super().accept(subprotocol, headers)
-        self.accepted = True
-
-    # -- sending ----------------------------------------------------------------------------
-
-    async def send_frame(self, frame: dict[str, Any]) -> None:
-        await self.outlet.send(protocol.encode(frame))
-
-    async def send_text(self, text: str) -> None:
-        await self.outlet.send(text)
-
-    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
-        self.closing = True  # frames the client sent before it saw the close are dropped
-        try:
-            await super().close(code=code, reason=reason)
-        except Exception:
-            # Daphne (autobahn) lets an application send only 1000 and 3000-4999, so it refuses
-            # 1009 (DESIGN's too_large code). The error frame already said why: close with the
-            # private-use twin (4009) rather than crash into a 1011.
-            if not isinstance(code, int) or protocol.server_close_code(code) == code:
-                raise
-            fallback = protocol.server_close_code(code)
-            logger.info("server refused close code=%s; closing with %s", code, fallback)
-            await super().close(code=fallback, reason=reason)
-
-    def denied(self, message: str) -> str:
-        return denial(message, self.scope.get("token_error"))
-
-    async def refuse(self, code: str, message: str, task: str | None = None) -> None:
-        """Tell the client why, then close with the matching code (DESIGN §3)."""
-        await self.send_frame(protocol.error(code, message, task))
-        await self.close_now(protocol.CLOSE_CODES[code])
-
-    async def close_now(self, code: int) -> None:
-        """Leave every group at once (not when the client gets round to it), then close."""
-        self.closing = True
-        await self.unsubscribe_all()
-        await self.close(code=code)
-
-    def close_for_restart(self, code: int) -> Awaitable[None] | None:
-        """This process is going away (streamapp.handover): close now; the client resumes
-        elsewhere with ``since``. Under daphne the close frame is written before this returns."""
-        self.closing = True
-        if self.outlet.close_at_once(code):
-            return None
-        return self.close_now(code)
-
-    async def fail(self) -> None:
-        """Our failure: say so, close 1011 (4011 under daphne); the client resumes with since."""
-        if self.closing:
-            raise StopConsumer  # a close is under way: nothing more can be said
-        try:
-            if not self.accepted:
-                await self.accept()
-            error = protocol.error(
-                protocol.SERVER_ERROR, "the server failed handling this socket; reconnect"
-            )
-            await self.send(text_data=protocol.encode(error))  # the outlet may be what failed
-            await self.close_now(protocol.CLOSE_SERVER_ERROR)
-        except Exception:
-            logger.warning("could not close a failed socket in protocol", exc_info=True)
-            raise StopConsumer from None
-
-    async def revoke(self, reason: str) -> None:
-        """The user's sign-in no longer holds: say why and close 4403 (revocation.py)."""
-        if self.closing:
-            return
-        logger.info("closing a socket whose sign-in no longer holds reason=%s", reason)
-        await self.send_frame(protocol.error("forbidden", f"you are no longer signed in: {reason}"))
-        await self.close_now(protocol.CLOSE_FORBIDDEN)
-
-    async def current_user(self, key: str | None = None) -> Any:
-        """The socket's user, checked afresh (one indexed query); refused when revoked."""
-        if self.credential is None:
-            return self.user  # anonymous: nothing to revoke
-        user, reason = await recheck(self.credential)
-        if reason is not None:
-            raise ProtocolError("forbidden", f"you are no longer signed in: {reason}", key,
-                                close=True)
-        self.user = user
-        return user
-
-    async def close_slow(self) -> None:
-        """The client has not read for SLOW_CLIENT_SECONDS: what it missed stays in the log."""
-        client = self.scope.get("client") or ("?", "?")
-        logger.warning("closing a socket that stopped reading client=%s:%s tasks=%s",
-                       client[0], client[1], ",".join(self.subscriptions)[:200])
-        await self.close_now(protocol.CLOSE_TOO_SLOW)
 
     # -- subscriptions ----------------------------------------------------------------------
 
     async def subscribe(
-        self, task: StreamTask, since: int | None, recheck_user: bool = True
-    ) -> Subscription | None:
-        """Check the user and access, subscribe and replay; start a pending task (AUTO_START).
+        self, model: type[StreamTask], pk: Any, key: str, since: int | None,
+        recheck_user: bool = True,
+    ) -> Subscription:
+        """Check the user; join, read the task (one query), check access, send its state and
+        replay; start a pending task when AUTO_START is on. UnknownTask when there is no row.
 
         ``recheck_user`` False: the handshake has just checked the user (the one-task endpoint).
         """
-        key = task.task_key
-        user = await self.current_user(key) if recheck_user else self.user
-        if not await allowed(task.can_subscribe, user):
-            raise ProtocolError("forbidden", self.denied(f"you may not watch {key}"), key)
+        if recheck_user:
+            await self.current_user(key)
         old = self.subscriptions.pop(key, None)
         if old is not None:
             await old.close()
-        subscription = Subscription(task, self.feed, self.outlet)
+        subscription = Subscription.of(model, pk, key, self, self.outlet)
         self.subscriptions[key] = subscription
-        for note in await subscription.open(since):
+        try:
+            task, notes = await subscription.open(since, self.check_watch)
+        except BaseException:
+            if self.subscriptions.get(key) is subscription:
+                del self.subscriptions[key]
+            await subscription.close()
+            raise
+        for note in notes:
             await self.send_frame(note)
+        if self.upkeep is not None:
+            if subscription.behind:
+                self.upkeep.attend(self)  # its replay waits for room
+            else:
+                self.upkeep.ensure_running()
         if subscription.status == Status.PENDING and app_settings.AUTO_START:
             await coordinator.start_task(task)
-        self.limits.granted()
+        if self.limits is not None:
+            self.limits.granted()
         return subscription
 
+    async def check_watch(self, task: StreamTask) -> None:
+        """May the socket's user watch ``task``? (Before anything of it is sent.)"""
+        if not await allowed(task.can_subscribe, self.user):
+            key = task.task_key
+            raise ProtocolError("forbidden", self.denied(f"you may not watch {key}"), key)
+
     async def unsubscribe_all(self) -> None:
-        for subscription in self.subscriptions.values():
+        subscriptions, self.subscriptions = self.subscriptions, {}
+        for subscription in subscriptions.values():
             await subscription.close()
-        self.subscriptions.clear()
 
     async def cancel(self, task: StreamTask) -> None:
         user = await self.current_user(task.task_key)
@@ -242,13 +98,16 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
                 "forbidden", self.denied(f"you may not cancel {task.task_key}"), task.task_key
             )
         await coordinator.cancel_task(task, reason=f"cancelled by {who(user)}")
-        self.limits.granted()
+        if self.limits is not None:
+            self.limits.granted()
 
     # -- client frames ----------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
             return  # the close is sent: nothing may follow it
+        if self.limits is None:
+            self.limits = SocketLimits()
         if not self.limits.admit():
             metrics.rate_limited("messages")
             if self.limits.flooded():
@@ -269,6 +128,8 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
     async def answer(self, exc: ProtocolError) -> None:
         """The error frame; then the close, when the error or the socket's record calls for it."""
         await self.send_frame(protocol.error(exc.code, exc.message, exc.task))
+        if self.limits is None:
+            self.limits = SocketLimits()
         if exc.close:
             await self.close_now(protocol.CLOSE_CODES[exc.code])
         elif self.limits.must_close(exc.code):
@@ -296,22 +157,18 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         return message["type"] == "stream.events" and subscription.in_step(message["events"][0][0])
 
     async def take_news(self, message: dict[str, Any]) -> None:
+        subscription = self.subscriptions.get(message["task"])
+        if subscription is None:
+            return
         if message["type"] == "stream.events":
-            await self.stream_events(message)
-        elif message["type"] == "stream.state":
-            await self.stream_state(message)
-
-    async def stream_events(self, message: dict[str, Any]) -> None:
-        subscription = self.subscriptions.get(message["task"])
-        if subscription is not None:
             await subscription.on_events(message["events"])
-            await self.progressed(subscription)
-
-    async def stream_state(self, message: dict[str, Any]) -> None:
-        subscription = self.subscriptions.get(message["task"])
-        if subscription is not None:
+        elif message["type"] == "stream.state":
             await subscription.on_state(message)
-            await self.progressed(subscription)
+        else:
+            return
+        await self.progressed(subscription)
+        if subscription.behind and self.upkeep is not None:
+            self.upkeep.attend(self)  # it waits for room, or for the log
 
     async def recheck(self, key: str, position: Position) -> None:
         """The layer was away and is back: repair ``key``'s subscription if it missed news."""
@@ -319,6 +176,8 @@ class TaskSocketConsumer(AsyncWebsocketConsumer):
         if subscription is not None and subscription.missed(position):
             await subscription.converge(position)
             await self.progressed(subscription)
+            if subscription.behind and self.upkeep is not None:
+                self.upkeep.attend(self)
 
     async def progressed(self, subscription: Subscription) -> None:
         """Hook: ``subscription`` may have sent frames (its final state, for one)."""

@@ -11,23 +11,35 @@ fan-out hub, hub.py, calls in when the news can go straight out, or from a task 
   has got, and catch up from the log once the client has read what it was given;
 - a state frame goes out at its place in the stream (after the event with its seq); a newer
   state replaces one not yet sent.
+
+A process may hold tens of thousands of subscriptions, most of them idle: one holds its numbers
+and three references (no task row, no lock until two callers want it at once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import Any, Protocol
 
 from streamapp import metrics, protocol
-from streamapp.eventlog import store
-from streamapp.models import FINAL_STATUSES, StreamTask
-from streamapp.positions import Position, task_state
+from streamapp.exceptions import UnknownTask
+from streamapp.models import FINAL_STATUSES, Status, StreamTask
+from streamapp.positions import (
+    TOP_FRAME,
+    Position,
+    read_for_subscriber,
+    subscriber_state,
+)
 
 from .logpages import LogPages, log_pages
 
 logger = logging.getLogger("streamapp.consumers")
+
+Check = Callable[[StreamTask], Awaitable[None]]
 
 
 class Outlet(Protocol):
@@ -50,23 +62,87 @@ class Feed(Protocol):
     async def leave(self, key: str) -> None: ...
 
 
+class Turn:
+    """An asyncio lock that allocates nothing until a second caller has to wait."""
+
+    __slots__ = ("held", "waiters")
+
+    def __init__(self) -> None:
+        self.held = False
+        self.waiters: deque[asyncio.Future[None]] | None = None
+
+    def locked(self) -> bool:
+        return self.held
+
+    async def __aenter__(self) -> None:
+        if not self.held and not self.waiters:
+            self.held = True
+            return
+        if self.waiters is None:
+            self.waiters = deque()
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter  # handed the turn: ``held`` stays True
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._hand_on()  # the turn came as we were cancelled: pass it on
+            raise
+        finally:
+            if self.waiters and waiter in self.waiters:
+                self.waiters.remove(waiter)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._hand_on()
+
+    def _hand_on(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.waiters = None
+        self.held = False
+
+
 class Subscription:
+    __slots__ = (
+        "model", "pk", "key", "feed", "outlet", "log", "last_seq", "known_seq", "revision",
+        "status", "pending", "closed", "_turn",
+    )
+
     def __init__(
         self, task: StreamTask, feed: Feed, outlet: Outlet, log: LogPages = log_pages
     ) -> None:
-        self.task = task
-        self.key = task.task_key
+        self._setup(type(task), task.pk, task.task_key, task.status, feed, outlet, log)
+
+    @classmethod
+    def of(
+        cls, model: type[StreamTask], pk: Any, key: str, feed: Feed, outlet: Outlet
+    ) -> Subscription:
+        """A subscription to the task ``key`` (``model`` / ``pk``), before anything is read."""
+        subscription = cls.__new__(cls)
+        subscription._setup(model, pk, key, Status.PENDING, feed, outlet, log_pages)
+        return subscription
+
+    def _setup(
+        self, model: type[StreamTask], pk: Any, key: str, status: str, feed: Feed,
+        outlet: Outlet, log: LogPages,
+    ) -> None:
+        self.model, self.pk, self.key = model, pk, key
         self.feed = feed
         self.outlet = outlet
         self.log = log
         self.last_seq = 0  # the newest seq this socket has been sent
         self.known_seq = 0  # the newest seq known to exist, sent or not
         self.revision = -1  # the revision of the newest state frame sent
-        self.status = task.status  # the status of the newest state frame sent
+        self.status = status  # the status of the newest state frame sent
         self.pending: dict[str, Any] | None = None  # a newer state waiting for its place
-        self.heard_at = time.monotonic()  # when live news last came
         self.closed = False
-        self._lock = asyncio.Lock()  # live news and the socket's upkeep take turns
+        self._turn = Turn()  # live news and the upkeep take turns
 
     @property
     def behind(self) -> bool:
@@ -83,7 +159,7 @@ class Subscription:
         return (
             first_seq <= self.last_seq + 1
             and not self.behind
-            and not self._lock.locked()
+            and not self._turn.held
             and not self.outlet.congested()
         )
 
@@ -94,22 +170,35 @@ class Subscription:
 
     # -- the socket's calls ----------------------------------------------------------------
 
-    async def open(self, since: int | None) -> list[dict[str, Any]]:
-        """Join, send ``state``, replay; returns error frames the caller should also send."""
-        async with self._lock:
+    async def open(
+        self, since: int | None, check: Check | None = None
+    ) -> tuple[StreamTask, list[dict[str, Any]]]:
+        """Join, read the task, send ``state``, replay.
+
+        Returns the task as read and the error frames the caller should also send. ``check``
+        sees the task before anything is sent (a permission check raises); UnknownTask when the
+        row is gone.
+        """
+        async with self._turn:
             metrics.SUBSCRIPTIONS.inc()
             await self.feed.join(self.key)
-            state = await self._read_state()  # after joining: no change can slip between
+            # After joining: no change can slip between. One query: the row and the log's top.
+            task = await read_for_subscriber(self.model, self.pk, self.key, latest=since is None)
+            if task is None:
+                raise UnknownTask(f"no task {self.key}")
+            if check is not None:
+                await check(task)
+            state = subscriber_state(task)
             await self._send_state(state)
             if since is None:
-                latest = await store.latest(self.key)
-                self.last_seq = self.known_seq = max(state["seq"], latest[0] if latest else 0)
+                latest = getattr(task, TOP_FRAME)
+                self.last_seq = self.known_seq = state["seq"]
                 if latest is not None:
-                    await self._send(latest[1])
+                    await self._send(latest)
                     metrics.EVENTS_DELIVERED_FROM_LOG.inc()
                     if self.ended:  # the final state closes a stream: again after the event
                         await self._send(state["frame"])
-                return []
+                return task, []
             notes = []
             if since > state["seq"]:
                 notes.append(protocol.error(
@@ -122,12 +211,11 @@ class Subscription:
             if since < state["seq"] and self.ended:
                 self.pending = state  # the final state closes a stream: again after the replay
             await self._catch_up()
-            return notes
+            return task, notes
 
     async def on_events(self, events: list[tuple[int, str]]) -> None:
         """Live ``(seq, frame)`` news, oldest first."""
-        async with self._lock:
-            self.heard_at = time.monotonic()
+        async with self._turn:
             if self.closed or events[-1][0] <= self.last_seq:
                 return
             self.known_seq = max(self.known_seq, events[-1][0])
@@ -145,8 +233,7 @@ class Subscription:
 
     async def on_state(self, message: dict[str, Any]) -> None:
         """Live state news: ``revision``, ``status``, ``seq`` and the encoded ``frame``."""
-        async with self._lock:
-            self.heard_at = time.monotonic()
+        async with self._turn:
             if not self.closed:
                 self._take_state(message)
                 await self._catch_up()
@@ -157,7 +244,7 @@ class Subscription:
 
     async def converge(self, position: Position) -> None:
         """Repair whatever the feed lost, from a fresh read of the task's position."""
-        async with self._lock:
+        async with self._turn:
             if self.closed or not self.missed(position):
                 return
             logger.info(
@@ -168,13 +255,13 @@ class Subscription:
             metrics.GAP_REPAIRS.inc()
             await self.feed.join(self.key)  # the membership itself may be gone (Redis restarted)
             if position.revision > self._newest_revision():
-                self._take_state(await self._read_state())
+                self._take_state(position.state(self.key))
             self.known_seq = max(self.known_seq, position.seq)
             await self._catch_up()
 
     async def resume(self) -> None:
         """Catch up from the log after the outlet was congested."""
-        async with self._lock:
+        async with self._turn:
             if not self.closed and self.behind:
                 await self._catch_up()
 
@@ -229,15 +316,6 @@ class Subscription:
 
     def _newest_revision(self) -> int:
         return self.pending["revision"] if self.pending else self.revision
-
-    async def _read_state(self) -> dict[str, Any]:
-        """The task's state as a ``stream.state`` message, read from the database now."""
-        await self.task.arefresh_from_db()
-        state = await task_state(self.task)
-        return {
-            "revision": self.task.revision, "status": self.task.status, "seq": state["seq"],
-            "frame": protocol.encode(state),
-        }
 
     async def _send_state(self, message: dict[str, Any]) -> None:
         await self._send(message["frame"])

@@ -24,7 +24,7 @@ class TaskConsumer(TaskSocketConsumer):
         kwargs = self.scope["url_route"]["kwargs"]
         try:
             self.key = route_key(kwargs.get("app_label"), kwargs.get("model"), kwargs.get("pk"))
-            task = await aget_task(self.key)
+            model, pk = split_key(self.key)  # checked, nothing read yet
         except UnknownTask as exc:
             await self.refuse("not_found", str(exc))
             return
@@ -32,7 +32,10 @@ class TaskConsumer(TaskSocketConsumer):
         if note is not None:
             await self.send_frame(note)
         try:
-            subscription = await self.subscribe(task, since, recheck_user=False)
+            subscription = await self.subscribe(model, pk, self.key, since, recheck_user=False)
+        except UnknownTask as exc:
+            await self.refuse("not_found", str(exc))
+            return
         except ProtocolError as exc:
             await self.refuse(exc.code, exc.message, exc.task)
             return
@@ -78,25 +81,25 @@ class MultiTaskConsumer(TaskSocketConsumer):
         if action.task is None:
             raise ProtocolError("bad_request", "cancel on ws/tasks/ needs a task key")
         try:
-            key = canonical_key(*split_key(action.task))
+            model, pk = split_key(action.task)
+            key = canonical_key(model, pk)
             if action.name == "unsubscribe":
                 subscription = self.subscriptions.pop(key, None)
                 if subscription is not None:
                     await subscription.close()
                 return
-            task = await aget_task(key)
+            if action.name == "cancel":
+                await self.cancel(await aget_task(key))
+                return
+            full = len(self.subscriptions) >= app_settings.MAX_SUBSCRIPTIONS
+            if key not in self.subscriptions and full:
+                metrics.rate_limited("subscriptions")
+                raise ProtocolError(
+                    "rate_limited",
+                    f"a socket may hold {app_settings.MAX_SUBSCRIPTIONS} subscriptions",
+                    key,
+                )
+            await self.subscribe(model, pk, key, action.since)
         except UnknownTask as exc:
             raise ProtocolError("not_found", str(exc), action.task[:100]) from None
-        if action.name == "cancel":
-            await self.cancel(task)
-            return
-        full = len(self.subscriptions) >= app_settings.MAX_SUBSCRIPTIONS
-        if key not in self.subscriptions and full:
-            metrics.rate_limited("subscriptions")
-            raise ProtocolError(
-                "rate_limited",
-                f"a socket may hold {app_settings.MAX_SUBSCRIPTIONS} subscriptions",
-                key,
-            )
-        await self.subscribe(task, action.since)
 

@@ -8,7 +8,12 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from .models import StreamTask
+
 logger = logging.getLogger("streamapp.access")
+
+# Hooks known to read nothing but settings and the loaded user.
+DEFAULT_HOOKS = frozenset({StreamTask.can_subscribe, StreamTask.can_cancel})
 
 
 def permits(check: Callable[[Any], Any], user: Any) -> bool:
@@ -21,7 +26,13 @@ def permits(check: Callable[[Any], Any], user: Any) -> bool:
 
 
 async def allowed(check: Callable[[Any], Any], user: Any) -> bool:
-    """``permits`` in a thread, for async callers."""
+    """``permits`` in a thread, for async callers.
+
+    StreamTask's own hooks read only settings and the user already loaded: they run inline,
+    without a thread hop (a connect storm would queue on Django's one database thread).
+    """
+    if getattr(check, "__func__", None) in DEFAULT_HOOKS:
+        return permits(check, user)
     return await sync_to_async(permits)(check, user)
 
 

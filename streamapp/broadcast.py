@@ -16,6 +16,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from . import outages, protocol
+from .adapters import memorylayer
 from .outages import is_unavailable
 
 logger = logging.getLogger("streamapp.broadcast")
@@ -41,6 +42,8 @@ async def _group_send(group: str, message: dict[str, Any]) -> bool:
     layer = get_channel_layer()
     if layer is None:
         return False
+    if memorylayer.nobody_in(layer, group):
+        return True  # this process is the whole layer, and nobody here listens
     try:
         await layer.group_send(group, message)
     except Exception as exc:  # the layer only carries news; the log and the DB stay right

@@ -1,17 +1,32 @@
-"""A task's current ``state`` frame and position, as subscribers and the HTTP view see them."""
+"""A task's current ``state`` frame and position, as subscribers and the HTTP view see them.
+
+Subscribing and the sockets' upkeep read a task's row and its log's top in one query: the row
+with the newest logged seq (and, for a subscriber that gives no ``since``, the newest event's
+frame) as subqueries of the same SELECT.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections, connections
+from django.db.models import CharField, IntegerField, Max, OuterRef, Subquery, Value
+from django.db.models.functions import Cast, Concat
+
 from . import protocol
 from .eventlog import store
+from .eventlog.models import TaskEvent
 from .exceptions import UnknownTask
 from .keys import split_key
 from .models import StreamTask
+
+TOP_SEQ = "streamapp_log_top"  # annotation names: nothing a task model would call a field
+TOP_FRAME = "streamapp_log_frame"
 
 
 async def task_state(task: StreamTask) -> dict[str, Any]:
@@ -20,42 +35,151 @@ async def task_state(task: StreamTask) -> dict[str, Any]:
     return protocol.state(task.task_key, task.status, seq, task.final_value, task.error)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Position:
-    """How far a task has got: what a subscriber compares with what it has sent."""
+    """How far a task has got: what a subscriber compares with what it has sent.
+
+    ``final_value`` and ``error`` complete the task's ``state`` frame, so a subscriber that
+    missed a state change repairs it without reading the row again.
+    """
 
     revision: int
     status: str
     seq: int
+    final_value: Any = None
+    error: Any = None
+
+    def state(self, key: str) -> dict[str, Any]:
+        """The ``stream.state`` message of this position."""
+        frame = protocol.state(key, self.status, self.seq, self.final_value, self.error)
+        return {"revision": self.revision, "status": self.status, "seq": self.seq,
+                "frame": protocol.encode(frame)}
 
 
-async def positions(tasks: Sequence[StreamTask]) -> dict[str, Position]:
-    """The current position of each task still in the database, keyed by task key.
+def _log(key: Any) -> Any:
+    return TaskEvent.objects.filter(task_key=key).order_by("-seq")
 
-    One query per model plus one on the log, however many tasks: cheap enough to run often.
+
+async def read_for_subscriber(
+    model: type[StreamTask], pk: Any, key: str, latest: bool
+) -> StreamTask | None:
+    """The task row, with its log's top seq (``TOP_SEQ``) and, when ``latest``, the newest
+    event's frame (``TOP_FRAME``); one query in one thread hop. None when the row does not
+    exist.
+
+    Every subscribe runs it, a reconnect storm thousands at once: the SQL is written once per
+    model, not compiled by the ORM each time (that took a third of a connect's CPU).
     """
-    tops = await store.current_seqs([task.task_key for task in tasks])
-    keys_by_model: dict[type[StreamTask], dict[Any, str]] = defaultdict(dict)
-    for task in tasks:
-        keys_by_model[type(task)][task.pk] = task.task_key
-    found: dict[str, Position] = {}
-    for model, keys in keys_by_model.items():
-        rows = model.objects.filter(pk__in=list(keys)).values_list(
-            "pk", "revision", "status", "last_seq"
-        )
-        async for pk, revision, status, last_seq in rows:
-            key = keys[pk]
-            found[key] = Position(revision, status, max(last_seq, tops.get(key, 0)))
-    return found
+    return await sync_to_async(_read_for_subscriber)(model, pk, key, latest)
 
 
-async def positions_by_key(keys: Sequence[str]) -> dict[str, Position]:
-    """``positions`` of the tasks named by ``keys``; keys of no task are left out."""
-    tasks = []
+def _read_for_subscriber(
+    model: type[StreamTask], pk: Any, key: str, latest: bool
+) -> StreamTask | None:
+    manager = model._default_manager
+    if model._meta.parents:  # columns in more than one table: let the ORM join them
+        rows = manager.annotate(**{TOP_SEQ: Subquery(_log(key).values("seq")[:1]),
+                                   TOP_FRAME: Subquery(_log(key).values("frame")[:1])})
+        return rows.filter(pk=pk).first()
+    if not _storable(model, manager.db, pk):
+        return None  # no row can have it (as the ORM's lookups say for out-of-range integers)
+    sql = _subscriber_sql(model, manager.db, latest)
+    params = [key, key, pk] if latest else [key, pk]
+    found = list(manager.raw(sql, params))
+    if not found:
+        return None
+    task = found[0]
+    if not latest:
+        setattr(task, TOP_FRAME, None)
+    return task
+
+
+def _storable(model: type[StreamTask], alias: str, pk: Any) -> bool:
+    field = model._meta.pk
+    if not isinstance(field, IntegerField):
+        return True
+    low, high = connections[alias].ops.integer_field_range(field.get_internal_type())
+    return (low is None or pk >= low) and (high is None or pk <= high)
+
+
+@functools.cache
+def _subscriber_sql(model: type[StreamTask], alias: str, latest: bool) -> str:
+    quote = connections[alias].ops.quote_name
+    log = quote(TaskEvent._meta.db_table)
+    key, seq = quote("task_key"), quote("seq")
+
+    def newest(column: str, name: str) -> str:
+        return (f"(SELECT {quote(column)} FROM {log} WHERE {key} = %s "
+                f"ORDER BY {seq} DESC LIMIT 1) AS {quote(name)}")
+
+    columns = [newest("seq", TOP_SEQ)] + ([newest("frame", TOP_FRAME)] if latest else [])
+    table = quote(model._meta.db_table)
+    return (f"SELECT {table}.*, {', '.join(columns)} FROM {table} "
+            f"WHERE {table}.{quote(model._meta.pk.column)} = %s")
+
+
+def subscriber_state(task: StreamTask) -> dict[str, Any]:
+    """The ``stream.state`` message of a row read by ``read_for_subscriber``."""
+    seq = max(task.last_seq, getattr(task, TOP_SEQ) or 0)
+    return Position(task.revision, task.status, seq, task.final_value, task.error).state(
+        task.task_key
+    )
+
+
+async def positions_by_key(keys: Iterable[str]) -> dict[str, Position]:
+    """The position of each task named by ``keys`` that is still in the database.
+
+    One thread hop and one query per model, however many tasks: the sockets' upkeep reads the
+    tasks of the whole process this way every CONVERGE_SECONDS. The database connection this
+    process's async ORM uses is checked first (closed if broken or past CONN_MAX_AGE), as
+    Channels does before each message a consumer handles.
+    """
+    by_model: dict[type[StreamTask], dict[Any, str]] = defaultdict(dict)
     for key in keys:
         try:
             model, pk = split_key(key)
         except UnknownTask:
             continue
-        tasks.append(model(pk=pk))  # the key's model and pk are all positions reads
-    return await positions(tasks) if tasks else {}
+        by_model[model][pk] = key
+    return await sync_to_async(_read_positions)(by_model) if by_model else {}
+
+
+async def positions(tasks: Sequence[StreamTask]) -> dict[str, Position]:
+    """``positions_by_key`` of loaded tasks."""
+    by_model: dict[type[StreamTask], dict[Any, str]] = defaultdict(dict)
+    for task in tasks:
+        by_model[type(task)][task.pk] = task.task_key
+    return await sync_to_async(_read_positions)(by_model) if by_model else {}
+
+
+def _read_positions(by_model: dict[type[StreamTask], dict[Any, str]]) -> dict[str, Position]:
+    close_old_connections()
+    found: dict[str, Position] = {}
+    for model, keys in by_model.items():
+        columns = ("pk", "revision", "status", "last_seq", "final_value", "error")
+        rows = model._default_manager.filter(pk__in=list(keys))
+        key_of_row = _key_expression(model)
+        if key_of_row is not None:
+            rows = rows.annotate(streamapp_key=key_of_row).annotate(
+                **{TOP_SEQ: Subquery(_log(OuterRef("streamapp_key")).values("seq")[:1])}
+            )
+            tops = None
+        else:  # a key the database cannot spell from the pk: the log's tops apart
+            tops = dict(
+                TaskEvent.objects.filter(task_key__in=list(keys.values())).order_by()
+                .values_list("task_key").annotate(top=Max("seq"))
+            )
+        for row in rows.values_list(*columns, *((TOP_SEQ,) if tops is None else ())):
+            pk, revision, status, last_seq, final_value, error = row[:6]
+            key = keys[pk]
+            top = row[6] if tops is None else tops.get(key)
+            found[key] = Position(revision, status, max(last_seq, top or 0), final_value, error)
+    return found
+
+
+def _key_expression(model: type[StreamTask]) -> Any:
+    """SQL for a row's task key (``app_label.model.pk``) where the pk is an integer, else None."""
+    if not isinstance(model._meta.pk, IntegerField):
+        return None
+    prefix = f"{model._meta.app_label}.{model._meta.model_name}."
+    return Concat(Value(prefix), Cast("pk", CharField()), output_field=CharField())

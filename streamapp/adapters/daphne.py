@@ -28,6 +28,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 class TransportBacklog:
     """The outgoing bytes of one Twisted TCP transport that its peer has not taken yet."""
 
+    __slots__ = ("_transport", "_protocol", "send")
+
     def __init__(self, transport: Any, send: Send, protocol: Any = None) -> None:
         self._transport = transport
         self._protocol = protocol

@@ -1,47 +1,21 @@
 """The public wiring of a project's ``asgi.py`` (DESIGN §2 "Wiring into a project").
 
 ``StreamAppMiddlewareStack`` wraps the project's WebSocket router: foreign Origins refused,
-handshake floods turned away before any session lookup, then the session user, replaced by a
-bearer token's user when the client sends one, then the user's (or the anonymous address's)
-handshake and open-socket limits; a path no route matches refused with 4404;
-outermost, the socket's send backlog put in the scope (it needs the server's own ``send``).
-``lifespan`` is the ASGI lifespan application for uvicorn and hypercorn.
+handshake floods turned away before any session lookup, then a bearer token's user when the
+client sends one, else the session's (looked up only when the handshake carries the session
+cookie), then the user's (or the anonymous address's) handshake and open-socket limits; a path
+no route matches refused with 4404; the socket's send backlog put in the scope (it needs the
+server's own ``send``). ``lifespan`` is the ASGI lifespan application for uvicorn and hypercorn.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from channels.auth import AuthMiddlewareStack
-
-from .handshakes import ConnectionRateLimitMiddleware, SocketLimitMiddleware
 from .lifecycle import lifespan
-from .notfound import RouteNotFoundMiddleware
-from .origin import AllowedHostsOriginValidator
-from .tokenauth import TokenAuthMiddleware
-from .transport import TransportMiddleware
-from .wiring import STACK_KEY
+from .stack import StreamAppStack
 
 __all__ = ["StreamAppMiddlewareStack", "StreamAppStack", "lifespan"]
-
-
-class StreamAppStack:
-    """The whole stack around ``inner``; ``manage.py check`` looks for it in ASGI_APPLICATION."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.application = TransportMiddleware(
-            AllowedHostsOriginValidator(
-                ConnectionRateLimitMiddleware(
-                    AuthMiddlewareStack(
-                        TokenAuthMiddleware(SocketLimitMiddleware(RouteNotFoundMiddleware(inner)))
-                    )
-                )
-            )
-        )
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        return await self.application({**scope, STACK_KEY: True}, receive, send)
 
 
 def StreamAppMiddlewareStack(inner: Any) -> StreamAppStack:  # noqa: N802 - named like channels'

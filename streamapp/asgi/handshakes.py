@@ -11,6 +11,7 @@ Two middlewares, on either side of authentication (docs/security.md "Limits"):
   address or credential, and the user's open sockets; an anonymous client's open sockets per
   address. The socket holds its place until the application returns.
 
+StreamAppMiddlewareStack runs the same two steps inline (``refuse_connection``, ``claim_socket``).
 Addresses come from ``streamapp.addresses`` (TRUSTED_PROXIES). Counts live where
 ``streamapp.asgi.buckets`` keeps them (Redis: shared, one round trip per layer). A cache outage
 lets handshakes through and logs why: a limiter must not take the site down with it. ``now`` is
@@ -104,6 +105,57 @@ async def refuse_rate_limited(receive: Any, send: Any, message: str) -> None:
     await send({"type": "websocket.close", "code": protocol.CLOSE_RATE_LIMITED})
 
 
+async def refuse_connection(address: str | None, credential: str | None) -> str | None:
+    """Before authentication: why the handshake is refused (its client's or its address's
+    budget is spent), or None."""
+    if address is None:
+        return None
+    where = limit_key(address)
+    refused = await take([
+        *bucket(f"client:{where}:{credential or '-'}", app_settings.CONNECTION_RATE),
+        *bucket(f"address:{where}", app_settings.ADDRESS_CONNECTION_RATE),
+    ])
+    if refused == OK:
+        return None
+    logger.info("handshake rate limited address=%s by=%s", address,
+                "client" if refused == 1 else "address")
+    metrics.rate_limited("connections")
+    return "too many connections from your address; try later"
+
+
+def plan(scope: dict[str, Any]) -> tuple[list[Bucket], Slot | None, str]:
+    """What an authenticated handshake spends and claims, and how the refusal reads."""
+    user = scope.get("user")
+    if user is not None and getattr(user, "is_authenticated", False):
+        cap = app_settings.USER_SOCKETS
+        return (bucket(f"user:{user.pk}", app_settings.USER_CONNECTION_RATE),
+                Slot(f"sockets:user:{user.pk}", cap) if cap else None, "your account")
+    address = scope.get(ADDRESS_KEY, scope_address(scope))
+    if address is None:
+        return [], None, ""
+    where = limit_key(address)
+    # A credential that did not sign the client in joins its address's anonymous budget:
+    # rotating made-up tokens or cookies buys nothing.
+    spent = bucket(f"client:{where}:-", app_settings.CONNECTION_RATE) if scope.get(
+        CREDENTIAL_KEY) else []
+    cap = app_settings.ANONYMOUS_SOCKETS
+    return spent, Slot(f"sockets:anonymous:{where}", cap) if cap else None, "your address"
+
+
+async def claim_socket(scope: dict[str, Any]) -> tuple[str | None, Slot | None, str]:
+    """After authentication: ``(refusal, slot, member)``. Without a refusal, the socket holds
+    ``slot`` (when there is one) as ``member`` until ``release``."""
+    buckets, slot, whose = plan(scope)
+    member = new_member()
+    refused = await take(buckets, slot, member)
+    if refused == OK:
+        return None, slot, member
+    metrics.rate_limited("sockets" if refused == SOCKETS_FULL else "connections")
+    why = "open sockets" if refused == SOCKETS_FULL else "connections"
+    logger.info("handshake refused: too many %s for %s", why, whose)
+    return f"too many {why} for {whose}; try later", None, member
+
+
 class ConnectionRateLimitMiddleware:
     """Refuses handshakes over CONNECTION_RATE per client or ADDRESS_CONNECTION_RATE per address.
 
@@ -120,19 +172,9 @@ class ConnectionRateLimitMiddleware:
         address = scope_address(scope)
         credential = presented_credential(scope)
         scope = {**scope, ADDRESS_KEY: address, CREDENTIAL_KEY: credential}
-        if address is not None:
-            where = limit_key(address)
-            refused = await take([
-                *bucket(f"client:{where}:{credential or '-'}", app_settings.CONNECTION_RATE),
-                *bucket(f"address:{where}", app_settings.ADDRESS_CONNECTION_RATE),
-            ])
-            if refused != OK:
-                logger.info("handshake rate limited address=%s by=%s", address,
-                            "client" if refused == 1 else "address")
-                metrics.rate_limited("connections")
-                return await refuse_rate_limited(
-                    receive, send, "too many connections from your address; try later"
-                )
+        refusal = await refuse_connection(address, credential)
+        if refusal is not None:
+            return await refuse_rate_limited(receive, send, refusal)
         return await self.inner(scope, receive, send)
 
 
@@ -144,36 +186,12 @@ class SocketLimitMiddleware:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    def plan(self, scope: dict[str, Any]) -> tuple[list[Bucket], Slot | None, str]:
-        """What this handshake spends and claims, and how the refusal reads."""
-        user = scope.get("user")
-        if user is not None and getattr(user, "is_authenticated", False):
-            cap = app_settings.USER_SOCKETS
-            return (bucket(f"user:{user.pk}", app_settings.USER_CONNECTION_RATE),
-                    Slot(f"sockets:user:{user.pk}", cap) if cap else None, "your account")
-        address = scope.get(ADDRESS_KEY, scope_address(scope))
-        if address is None:
-            return [], None, ""
-        where = limit_key(address)
-        # A credential that did not sign the client in joins its address's anonymous budget:
-        # rotating made-up tokens or cookies buys nothing.
-        spent = bucket(f"client:{where}:-", app_settings.CONNECTION_RATE) if scope.get(
-            CREDENTIAL_KEY) else []
-        cap = app_settings.ANONYMOUS_SOCKETS
-        return spent, Slot(f"sockets:anonymous:{where}", cap) if cap else None, "your address"
-
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] != "websocket":
             return await self.inner(scope, receive, send)
-        buckets, slot, whose = self.plan(scope)
-        member = new_member()
-        refused = await take(buckets, slot, member)
-        if refused != OK:
-            metrics.rate_limited("sockets" if refused == SOCKETS_FULL else "connections")
-            why = "open sockets" if refused == SOCKETS_FULL else "connections"
-            logger.info("handshake refused: too many %s for %s", why, whose)
-            message = f"too many {why} for {whose}; try later"
-            return await refuse_rate_limited(receive, send, message)
+        refusal, slot, member = await claim_socket(scope)
+        if refusal is not None:
+            return await refuse_rate_limited(receive, send, refusal)
         if slot is None:
             return await self.inner(scope, receive, send)
         try:

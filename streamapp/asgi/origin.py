@@ -36,10 +36,15 @@ def parse_origin(value: bytes) -> ParseResult | None:
 
 class BrowserOriginValidator(OriginValidator):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        origins = [value for name, value in scope.get("headers", ()) if name.lower() == b"origin"]
-        if all(self.valid_origin(parse_origin(value)) for value in origins):
+        if self.admits(scope):
             return await self.application(scope, receive, send)
         return await WebsocketDenier()(scope, receive, send)
+
+    def admits(self, scope: dict[str, Any]) -> bool:
+        """Does every Origin the handshake carries (none, for a client that is no browser)
+        match?"""
+        origins = [value for name, value in scope.get("headers", ()) if name.lower() == b"origin"]
+        return all(self.valid_origin(parse_origin(value)) for value in origins)
 
     def valid_origin(self, parsed_origin: Any) -> bool:
         if parsed_origin is None:

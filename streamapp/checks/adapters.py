@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core import checks
 
-from ..adapters import daphne, rediscache, signals
+from ..adapters import daphne, memorylayer, rediscache, signals
 
 
 @checks.register()
@@ -34,5 +34,13 @@ def check_adapters(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             "hypercorn sockets are closed with 1011 after its grace period instead of 1012 at "
             "once: " + "; ".join(missing),
             id="streamapp.W023",
+        ))
+    missing = memorylayer.probe()
+    if missing:
+        found.append(checks.Warning(
+            "streamapp cannot tell that nobody listens in a group of the in-memory channel "
+            "layer, so it announces to empty groups too: " + "; ".join(missing),
+            hint="Use a channels version streamapp supports (see pyproject.toml).",
+            id="streamapp.W025",
         ))
     return found

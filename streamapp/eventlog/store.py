@@ -12,17 +12,18 @@ an append is either wholly before an expiry (and counted in the task's ``last_se
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from contextlib import nullcontext
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from asgiref.sync import sync_to_async
 from django.db import connections, router, transaction
 from django.db.models import Max, Min
 from django.db.models.functions import Length
 
 from ..exceptions import LeaseLost
+from .commits import committer
 from .models import TaskEvent
 
 _COLUMNS = ("task_key", "seq", "name", "frame", "created_at")
@@ -35,7 +36,8 @@ class LoggedEvent(NamedTuple):
     created_at: datetime
 
 
-# A queryset of the task row that matches only while a run's lease holds (runner/leases.py).
+# A queryset of the task row that matches only while a run's lease holds, or a run's lease
+# itself, which writes that queryset's SQL (``fence_sql``, runner/leases.py).
 Fence = Any
 
 _MAX_PARAMS = 65535  # where the backend names no limit: PostgreSQL's protocol
@@ -49,9 +51,113 @@ async def append(key: str, events: Sequence[LoggedEvent], fence: Fence | None = 
     the statement's length); otherwise nothing is written and ``LeaseLost`` is raised.
 
     This is on the hot path of every event, so it skips the model layer: one multi-row
-    INSERT … SELECT per batch, not ``bulk_create`` (bench/eventlog_cost.py).
+    INSERT … SELECT per batch, not ``bulk_create`` (bench/eventlog_cost.py). It goes through the
+    process's group commit (commits.py): the batches of all the tasks that append at the same
+    moment share one INSERT, each task's rows behind its own fence.
     """
-    await sync_to_async(_insert)(key, events, fence)
+    await committer().together(insert_many, (key, events, fence))
+
+
+def lease_lost(key: str, count: int) -> LeaseLost:
+    return LeaseLost(f"{key}: the run's lease is gone; {count} events not logged")
+
+
+Batch = tuple[str, Sequence[LoggedEvent], Fence | None]
+
+
+def insert_many(batches: Sequence[Batch]) -> list[BaseException | None]:
+    """Several tasks' batches (in the database thread): for each, None once written or the
+    exception that is its answer (``LeaseLost`` when its fence refused it).
+
+    As few statements as the parameter limit allows: each batch all or none behind its own
+    fence, as ``append`` writes it alone, and each statement commits on its own (no
+    transaction across statements). A batch too big to share a statement, a lone batch, two
+    of one task, or a database that cannot say which rows went in: each on its own. A shared
+    statement that fails is tried again batch by batch, so each failure is its own batch's.
+    """
+    connection = connections[router.db_for_write(TaskEvent)]
+    keys = [key for key, _, _ in batches]
+    if len(batches) == 1 or len(set(keys)) < len(keys) or (
+        not connection.features.can_return_rows_from_bulk_insert
+    ):
+        return [_insert_alone(*batch) for batch in batches]
+    limit = connection.features.max_query_params or _MAX_PARAMS
+    outcomes: dict[int, BaseException | None] = {}
+    shared: list[tuple[int, str, str, list[Any], int]] = []
+    used = 0
+    for index, (key, events, fence) in enumerate(batches):
+        sql, params = _fenced_select(connection, key, events, fence)
+        if len(params) > limit:
+            outcomes[index] = _insert_alone(key, events, fence)
+            continue
+        if shared and used + len(params) > limit:
+            outcomes.update(_insert_shared(connection, shared, batches))
+            shared, used = [], 0
+        shared.append((index, key, sql, params, len(events)))
+        used += len(params)
+    if shared:
+        outcomes.update(_insert_shared(connection, shared, batches))
+    return [outcomes[index] for index in range(len(batches))]
+
+
+def _insert_alone(
+    key: str, events: Sequence[LoggedEvent], fence: Fence | None
+) -> BaseException | None:
+    try:
+        _insert(key, events, fence)
+    except Exception as exc:  # noqa: BLE001 - the batch's answer
+        return exc
+    return None
+
+
+def _insert_shared(
+    connection: Any, shared: list[tuple[int, str, str, list[Any], int]],
+    batches: Sequence[Batch],
+) -> dict[int, BaseException | None]:
+    if len(shared) == 1:
+        return {shared[0][0]: _insert_alone(*batches[shared[0][0]])}
+    try:
+        written = _insert_selects(connection, [(sql, params) for _, _, sql, params, _ in shared])
+    except Exception:  # noqa: BLE001 - whose was it? Each batch again on its own
+        return {index: _insert_alone(*batches[index]) for index, *_ in shared}
+    # Each batch stands or falls with its one fence: all of its rows went in, or none.
+    return {
+        index: None if written.get(key) else lease_lost(key, count)
+        for index, key, _, _, count in shared
+    }
+
+
+def _fenced_select(
+    connection: Any, key: str, events: Sequence[LoggedEvent], fence: Fence | None
+) -> tuple[str, list[Any]]:
+    """``SELECT * FROM (VALUES …) AS batch [WHERE EXISTS (the lease's row, locked)]``."""
+    ops = connection.ops
+    fence_sql, fence_params = _fence_sql(fence, connection) if fence is not None else ("", [])
+    row = "({})".format(", ".join(["%s"] * len(_COLUMNS)))
+    params = [
+        value for e in events
+        for value in (key, e.seq, e.name, e.frame, ops.adapt_datetimefield_value(e.created_at))
+    ]
+    sql = "SELECT * FROM (VALUES " + ", ".join([row] * len(events)) + ") AS batch" + fence_sql
+    return sql, params + fence_params
+
+
+def _insert_selects(connection: Any, selects: list[tuple[str, list[Any]]]) -> dict[str, int]:
+    """One INSERT of the UNION ALL of ``selects``; how many rows went in, by task key."""
+    ops = connection.ops
+    head = "INSERT INTO {} ({}) ".format(
+        ops.quote_name(TaskEvent._meta.db_table),
+        ", ".join(ops.quote_name(TaskEvent._meta.get_field(name).column) for name in _COLUMNS),
+    )
+    sql = head + " UNION ALL ".join(select for select, _ in selects)
+    sql += " RETURNING " + ops.quote_name(TaskEvent._meta.get_field("task_key").column)
+    params = [value for _, values in selects for value in values]
+    written: dict[str, int] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for (key,) in cursor.fetchall():
+            written[key] = written.get(key, 0) + 1
+    return written
 
 
 def _insert(key: str, events: Sequence[LoggedEvent], fence: Fence | None = None) -> None:
@@ -77,7 +183,7 @@ def _insert(key: str, events: Sequence[LoggedEvent], fence: Fence | None = None)
         for count, sql, params in statements:
             cursor.execute(sql, params)
             if cursor.rowcount != count:
-                raise LeaseLost(f"{key}: the run's lease is gone; {len(events)} events not logged")
+                raise lease_lost(key, len(events))
 
 
 def _insert_sql(ops: Any) -> str:
@@ -88,13 +194,28 @@ def _insert_sql(ops: Any) -> str:
 
 
 def _fence_sql(fence: Fence, connection: Any) -> tuple[str, list[Any]]:
-    """`` WHERE EXISTS (the lease's row, locked)`` and its parameters."""
-    rows = fence.using(connection.alias).order_by().values("pk")
-    sql, params = rows.query.get_compiler(connection=connection).as_sql()
-    features = connection.features
-    if features.has_select_for_update:
-        sql += " " + connection.ops.for_update_sql(no_key=features.has_select_for_no_key_update)
-    return f" WHERE EXISTS ({sql})", list(params)
+    """`` WHERE EXISTS (the lease's row, locked)`` and its parameters (compiled once per fence:
+    a run appends under the same one every time)."""
+    compiled = _fences.setdefault(fence, {})
+    found = compiled.get(connection.alias)
+    if found is None:
+        if hasattr(fence, "fence_sql"):  # a run's lease, which writes its own
+            sql, params = fence.fence_sql(connection)
+        else:
+            rows = fence.using(connection.alias).order_by().values("pk")
+            sql, params = rows.query.get_compiler(connection=connection).as_sql()
+        features = connection.features
+        if features.has_select_for_update:
+            sql += " " + connection.ops.for_update_sql(
+                no_key=features.has_select_for_no_key_update
+            )
+        found = compiled[connection.alias] = (f" WHERE EXISTS ({sql})", list(params))
+    return found[0], list(found[1])
+
+
+_fences: weakref.WeakKeyDictionary[Fence, dict[str, tuple[str, list[Any]]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def since(
@@ -138,9 +259,26 @@ async def current_seq(key: str) -> int:
 
 
 def last_logged_seq(key: str) -> int:
-    """``current_seq`` for code already in a transaction (the sweeper, under its row lock)."""
-    result = TaskEvent.objects.filter(task_key=key).aggregate(top=Max("seq"))
-    return result["top"] or 0
+    """``current_seq`` for code already in the database thread (the sweeper, under its row
+    lock)."""
+    return last_logged_seqs([key]).get(key, 0)
+
+
+def last_logged_seqs(keys: Sequence[str]) -> dict[str, int]:
+    """``current_seqs`` in the database thread: the newest logged seq of each of ``keys`` that
+    has events, in one statement written once (not compiled each time)."""
+    if not keys:
+        return {}
+    connection = connections[router.db_for_read(TaskEvent)]
+    ops = connection.ops
+    key_column = ops.quote_name(TaskEvent._meta.get_field("task_key").column)
+    sql = "SELECT {0}, MAX({1}) FROM {2} WHERE {0} IN ({3}) GROUP BY {0}".format(
+        key_column, ops.quote_name(TaskEvent._meta.get_field("seq").column),
+        ops.quote_name(TaskEvent._meta.db_table), ", ".join(["%s"] * len(keys)),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(keys))
+        return dict(cursor.fetchall())
 
 
 async def current_seqs(keys: Sequence[str]) -> dict[str, int]:

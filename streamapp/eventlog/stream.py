@@ -4,6 +4,8 @@ An event is announced on the channel layer only after its log row is written, so
 client has received can be replayed. Writes are batched: ``emit`` queues the event and one
 writer task per stream flushes what has queued up in one INSERT and one layer message, at most
 BATCH_BYTES at a time (a bigger event goes alone), so big events never make a giant message.
+The INSERT goes through the process's group commit (commits.py): the batches of every task
+that wait at the same moment share one statement and one thread hop.
 
 A run's stream writes under the run's lease (``fence``, see store.append): a refused write ends
 the stream at once (nothing more is written or announced) and tells the run

@@ -56,7 +56,12 @@ class Coordinator:
         the task is handed to the ``runtasks`` workers instead: True means it now waits, pending,
         for a worker, which has been woken (a failed or cancelled task is made pending again);
         concurrent callers may all see True, and the task still runs once.
+
+        A task not saved yet is saved first, with the other new tasks started at the same
+        moment (one INSERT for all of them, ``bulk_create``: no ``save()`` call, no signals).
         """
+        if task._state.adding:
+            await leases.create(task)
         if not app_settings.RUN_TASKS:
             return await self._hand_to_workers(task)
         return await self._start(task, STARTABLE_STATUSES)

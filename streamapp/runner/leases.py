@@ -13,8 +13,8 @@ two runs of one task never hold the same token, and no column is added to users'
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NamedTuple
 
@@ -24,8 +24,10 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from ..eventlog import store
+from ..eventlog.commits import committer
 from ..exceptions import LeaseLost
 from ..models import STARTABLE_STATUSES, Status, StreamTask
+from . import lease_sql as statements
 
 RUNNER_FIELDS = (
     "status", "started_at", "completed_at", "final_value", "error", "attempts",
@@ -35,12 +37,16 @@ RUNNER_FIELDS = (
 
 @dataclass(frozen=True)
 class Lease:
-    """One run's hold on its task row; ``owner`` and ``attempt`` are its fencing token."""
+    """One run's hold on its task row; ``owner`` and ``attempt`` are its fencing token.
+
+    ``logged_seq``: the top of the task's event log when the lease was taken, read with it.
+    """
 
     model: type[StreamTask]
     pk: Any
     owner: str
     attempt: int
+    logged_seq: int = field(default=0, compare=False)
 
     def __str__(self) -> str:
         meta = self.model._meta
@@ -53,12 +59,45 @@ class Lease:
             pk=self.pk, status=Status.RUNNING, lease_owner=self.owner, attempts=self.attempt
         )
 
+    def fence_sql(self, connection: Any) -> tuple[str, list[Any]]:
+        """``rows()`` as the event log's fence takes it (store.py): the SELECT of its pk, and
+        its parameters; written once per model, not compiled for every run."""
+        sql = statements.fence_sql(self.model, connection.alias)
+        return sql, [statements.db_pk(self.model, self.pk, connection), self.owner, self.attempt]
+
 
 class Expired(NamedTuple):
     """What the sweeper made of an expired lease."""
 
     retry: bool
     last_seq: int
+
+
+async def create(task: StreamTask) -> None:
+    """Save a new task (``pending``), with the other new tasks saved at the same moment: one
+    INSERT per model for all of them (``bulk_create``: no ``save()`` call, no signals)."""
+    await committer().together(_create_all, task)
+
+
+def _create_all(tasks: Sequence[StreamTask]) -> list[BaseException | None]:
+    by_model: dict[tuple[type[StreamTask], str], list[StreamTask]] = {}
+    for task in tasks:
+        model = type(task)
+        by_model.setdefault((model, router.db_for_write(model, instance=task)), []).append(task)
+    outcomes: dict[int, BaseException | None] = {}
+    for (model, alias), group in by_model.items():
+        shared = len(group) > 1 and connections[alias].features.can_return_rows_from_bulk_insert
+        try:
+            if shared:  # the pks come back with the rows
+                model._default_manager.using(alias).bulk_create(group)
+            else:
+                for task in group:
+                    task.save(using=alias, force_insert=True)
+        except Exception as exc:  # noqa: BLE001 - every task of the statement hears it
+            outcomes.update({id(task): exc for task in group})
+        else:
+            outcomes.update({id(task): None for task in group})
+    return [outcomes[id(task)] for task in tasks]
 
 
 def _rows(task: StreamTask) -> QuerySet:
@@ -74,33 +113,90 @@ async def claim(
     """Move ``task`` from one of ``statuses`` to ``running`` owned by ``owner``; the lease won.
 
     Refreshes ``task`` when won. A worker passes ``(PENDING,)`` only: a candidate it picked that
-    meanwhile ran and failed must not run again.
+    meanwhile ran and failed must not run again. The claim, the row read back and the log's top
+    take one thread hop, grouped with the other runs' writes (eventlog/commits.py); claims that
+    wait together are one conditional UPDATE, the same condition for each row.
     """
+    return await committer().together(_claim_all, (task, owner, lease_seconds, tuple(statuses)))
+
+
+Claim = tuple[StreamTask, str, float, tuple[str, ...]]
+
+
+def _claim_all(claims: Sequence[Claim]) -> list[Lease | None | BaseException]:
+    """In the database thread: each claim's lease, None when it lost, or its error."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for index, (task, owner, lease_seconds, statuses) in enumerate(claims):
+        model = type(task)
+        key = (model, router.db_for_write(model), owner, lease_seconds, statuses)
+        groups.setdefault(key, []).append(index)
+    outcomes: list[Lease | None | BaseException] = [None] * len(claims)
+    for (model, alias, owner, lease_seconds, statuses), indexes in groups.items():
+        tasks = [claims[index][0] for index in indexes]
+        try:
+            won = _claim_group(model, connections[alias], tasks, owner, lease_seconds, statuses)
+        except Exception as exc:  # noqa: BLE001 - every claim of the statement hears it
+            for index in indexes:
+                outcomes[index] = exc
+            continue
+        for index, task in zip(indexes, tasks, strict=True):
+            outcomes[index] = won.get(id(task))
+    return outcomes
+
+
+def _claim_group(
+    model: type[StreamTask], connection: Any, tasks: list[StreamTask], owner: str,
+    lease_seconds: float, statuses: tuple[str, ...],
+) -> dict[int, Lease]:
+    """One conditional UPDATE for ``tasks``: the leases won, by ``id(task)``."""
+    ops = connection.ops
     now = timezone.now()
-    won = await _rows(task).filter(status__in=list(statuses)).aupdate(
-        status=Status.RUNNING,
-        lease_owner=owner,
-        lease_expires_at=now + timedelta(seconds=lease_seconds),
-        started_at=now,
-        completed_at=None,
-        final_value=None,
-        error=None,
-        attempts=F("attempts") + 1,
-        revision=F("revision") + 1,
-    )
-    if not won:
-        return None
-    await task.arefresh_from_db()
-    if task.status != Status.RUNNING or task.lease_owner != owner:
-        return None  # already lost: swept and claimed again before we could read it
-    return Lease(type(task), task.pk, owner, task.attempts)
+    fields = [Status.RUNNING, owner,
+              ops.adapt_datetimefield_value(now + timedelta(seconds=lease_seconds)),
+              ops.adapt_datetimefield_value(now)]
+    by_pk = {statements.db_pk(model, task.pk, connection): task for task in tasks}
+    returning = statements.returns_rows(connection) and not model._meta.parents
+    won: list[StreamTask] = []
+    if returning:
+        pk_at = [column.attname for column in model._meta.concrete_fields].index(
+            model._meta.pk.attname)
+        with connection.cursor() as cursor:
+            cursor.execute(statements.claim_sql(model, connection.alias, len(statuses), len(by_pk)),
+                           [*fields, *by_pk, *statuses])
+            rows = cursor.fetchall()
+        for row in rows:
+            task = by_pk[statements.db_pk(model, row[pk_at], connection)]
+            statements.load_row(task, row, connection)  # the row as the claim left it, read back
+            won.append(task)
+    else:
+        for pk, task in by_pk.items():
+            with connection.cursor() as cursor:
+                cursor.execute(statements.claim_sql(model, connection.alias, len(statuses), None),
+                               [*fields, pk, *statuses])
+                claimed = cursor.rowcount
+            if claimed:
+                statements.refresh(task, connection.alias)
+                won.append(task)
+    won = [t for t in won if t.status == Status.RUNNING and t.lease_owner == owner]
+    tops = store.last_logged_seqs([task.task_key for task in won])
+    return {
+        id(task): Lease(model, task.pk, owner, task.attempts, tops.get(task.task_key, 0))
+        for task in won
+    }
 
 
 async def renew(lease: Lease, lease_seconds: float) -> None:
     """Extend the lease; ``LeaseLost`` when it is gone."""
     expires = timezone.now() + timedelta(seconds=lease_seconds)
-    if not await lease.rows().aupdate(lease_expires_at=expires):
+    if not await committer().call(lambda: _renew(lease, expires)):
         raise LeaseLost(f"{lease}: the lease is gone; not renewed")
+
+
+def _renew(lease: Lease, expires: Any) -> int:
+    connection = connections[router.db_for_write(lease.model)]
+    sql = statements.renew_sql(lease.model, connection.alias)
+    return statements.write_held(lease, sql, [connection.ops.adapt_datetimefield_value(expires)],
+                       connection)
 
 
 async def finish(
@@ -112,17 +208,20 @@ async def finish(
     error: dict[str, str] | None = None,
 ) -> None:
     """Record the outcome of a run under its lease; ``LeaseLost`` when the lease is gone."""
-    fields: dict[str, Any] = dict(
-        status=status,
-        last_seq=last_seq,
-        final_value=final_value,
-        error=error,
-        lease_owner="",
-        lease_expires_at=None,
-        revision=F("revision") + 1,
-        completed_at=None if status == Status.PENDING else timezone.now(),
-    )
-    if not await lease.rows().aupdate(**fields):
+    completed_at = None if status == Status.PENDING else timezone.now()
+
+    def write() -> int:
+        model = lease.model
+        connection = connections[router.db_for_write(model)]
+        meta = model._meta
+        return statements.write_held(lease, statements.finish_sql(model, connection.alias), [
+            status, last_seq,
+            meta.get_field("final_value").get_db_prep_save(final_value, connection),
+            meta.get_field("error").get_db_prep_save(error, connection),
+            connection.ops.adapt_datetimefield_value(completed_at),
+        ], connection)
+
+    if not await committer().call(write):
         raise LeaseLost(f"{lease}: the lease is gone; outcome {status!r} not recorded")
 
 

@@ -18,7 +18,6 @@ from .. import broadcast, metrics, protocol
 from ..conf import app_settings
 from ..context import RunContext
 from ..dbretry import TRANSIENT_ERRORS, with_retries
-from ..eventlog import store
 from ..eventlog.stream import EventStream
 from ..exceptions import LeaseLost
 from ..models import Status, StreamTask
@@ -61,6 +60,7 @@ class Run:
         self.stream: EventStream | None = None  # set once the run has read the log's position
         self.job: asyncio.Task[None] | None = None  # the whole run; None while still claiming
         self.work: asyncio.Task[Any] | None = None  # process() itself: what cancel and timeout stop
+        self.heartbeat: asyncio.Task[None] | None = None  # from its first beat on
         self.stop_reason: str | None = None  # "cancel", "shutdown", "database" once stopped
         self.stop_error: dict[str, str] | None = None  # why: a cancel's who, a "database" stop
         self.lease_lost = False  # a write was refused: record nothing, announce nothing
@@ -86,11 +86,16 @@ class Run:
         )
 
     async def execute(self) -> None:
-        """Run ``process()`` with a heartbeat beside it, then record how it ended."""
-        heartbeat = asyncio.create_task(self._heartbeat(), name=f"heartbeat:{self.key}")
+        """Run ``process()`` with a heartbeat beside it, then record how it ended.
+
+        The heartbeat's task starts at its first beat, HEARTBEAT_SECONDS in: a short task never
+        has one."""
+        first_beat = asyncio.get_running_loop().call_later(
+            app_settings.HEARTBEAT_SECONDS, self._start_heartbeat
+        )
         try:
             outcome = await self._run_process()
-            heartbeat.cancel()
+            self._stop_heartbeat(first_beat)
             await self.record(outcome)
         except Exception:
             # The database stayed away longer than the retries: the lease is no longer renewed,
@@ -98,19 +103,27 @@ class Run:
             logger.exception("task bookkeeping failed key=%s", self.key,
                              extra={"task_key": self.key})
         finally:
-            heartbeat.cancel()
+            self._stop_heartbeat(first_beat)
             if self.work is not None:
                 self.work.cancel()
+
+    def _start_heartbeat(self) -> None:
+        self.heartbeat = asyncio.create_task(self._heartbeat(), name=f"heartbeat:{self.key}")
+
+    def _stop_heartbeat(self, first_beat: asyncio.TimerHandle) -> None:
+        first_beat.cancel()
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
 
     async def _run_process(self) -> Outcome:
         """Open the task's event stream, run ``process()``, and flush what it sent."""
         task, key = self.task, self.key
-        # A retry goes on from what was durably logged; the row's last_seq outlives a purged log.
-        position = max(task.last_seq, await self.retrying(lambda: store.current_seq(key),
-                                                       "event log position"))
+        # A retry goes on from what was durably logged (read with the claim); the row's
+        # last_seq outlives a purged log.
+        position = max(task.last_seq, self.lease.logged_seq)
         self.stream = self.context.stream = EventStream(
             key, position, task.get_event_retention(),
-            fence=self.lease.rows(), on_lease_lost=self.lose_lease,
+            fence=self.lease, on_lease_lost=self.lose_lease,
         )
         await broadcast.publish_task_state(task, self.stream.seq)
         outcome = await self._outcome()
@@ -195,8 +208,7 @@ class Run:
         """Renew the lease every HEARTBEAT_SECONDS; stop the run once it is lost, or once the
         database has stayed away for longer than a lease."""
         lease_seconds = app_settings.LEASE_SECONDS
-        while True:
-            await asyncio.sleep(app_settings.HEARTBEAT_SECONDS)
+        while True:  # started at the first beat: renew, then wait for the next
             try:
                 await self.retrying(lambda: leases.renew(self.lease, lease_seconds), "heartbeat")
             except LeaseLost:
@@ -209,5 +221,6 @@ class Run:
                 return
             except Exception:
                 logger.exception("heartbeat failed key=%s", self.key, extra={"task_key": self.key})
-                continue
-            await self.control.join(self.key)  # refresh the membership before group_expiry
+            else:
+                await self.control.join(self.key)  # refresh the membership before group_expiry
+            await asyncio.sleep(app_settings.HEARTBEAT_SECONDS)

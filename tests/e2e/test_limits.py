@@ -156,7 +156,9 @@ async def test_flooders_are_closed_within_seconds_while_a_good_client_streams(si
     slowest = max(seconds for _, seconds in outcomes)
     print(f"\ngood client: {baseline:.2f} s alone, {during:.2f} s beside 250 flooders; "
           f"flooders closed with {sorted(codes)} after at most {slowest:.1f} s")
-    assert codes == {4429}
+    # A flooder still writing when the close comes may see its connection reset first (1006):
+    # daphne drops a peer that keeps sending after the close, as with an over-size frame.
+    assert 4429 in codes and codes <= {4429, 1006}
     assert slowest < 30  # REFUSAL_RATE: a burst of 10, then one every 6 s, against 9 a second
     assert "Traceback" not in output
 

@@ -204,7 +204,7 @@ async def test_a_task_started_through_b_runs_on_a_worker_and_streams_to_a_client
     assert seqs(b_frames)[-1] == 22 and b_frames[-1] == a_frames[-1]
     await worker.line(f"claimed {key}")  # executed by the worker, not by a web process
     for server in web:  # what a load balancer asks: the database and Redis both answer
-        assert await asyncio.to_thread(http_json, f"{server.url}/ready") == {"ready": True}
+        assert (await asyncio.to_thread(http_json, f"{server.url}/ready"))["ready"] is True
     print(f"pending → running seen on A {reached_worker:.3f} s after B's subscribe")
     assert reached_worker < 5, "a wake-up, not the 60 s poll, brings tasks to the workers"
 

@@ -20,7 +20,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from consumers import sockets as consumer_sockets
+from consumers import connection as consumer_sockets
 from streamapp.exceptions import UnknownTask
 from tests.integration.test_security_input import like_daphne
 from tests.support.clients import bearer, from_address, make_user, with_streamapp
@@ -201,12 +201,12 @@ async def test_our_own_failure_closes_in_protocol_and_gives_the_gauges_back(appl
     await ws.send_json_to({"action": "subscribe", "task": done.task_key})
     assert (await ws.receive_json_from(timeout=5))["type"] == "state"
 
-    async def broken(key):
+    async def broken(model, pk, key, latest):
         if key == "testapp.bursttask.0":
             raise RuntimeError("a bug of ours")
         raise UnknownTask(key)
 
-    monkeypatch.setattr("consumers.tasks.aget_task", broken)
+    monkeypatch.setattr("consumers.subscription.read_for_subscriber", broken)
     await ws.send_json_to({"action": "subscribe", "task": "testapp.bursttask.0"})
     frames, code = await receive_until_closed(ws)
     assert frames == [{"type": "error", "code": "server_error",

@@ -10,14 +10,13 @@ import asyncio
 import logging
 
 import pytest
-from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels.layers import InMemoryChannelLayer
 
 from consumers.hub import (
     DEFAULT_GROUP_EXPIRY,
     REPAIR_FIRST_SECONDS,
     REPAIR_MAX_SECONDS,
     FanOutHub,
-    HubFeed,
     backoff,
     hub_for,
     rejoin_interval,
@@ -343,33 +342,6 @@ async def test_one_hub_per_layer_on_an_event_loop():
     layer, other = Layer(), Layer()
     assert hub_for(layer) is hub_for(layer)
     assert hub_for(other) is not hub_for(layer) and hub_for(other).layer is other
-    assert hub_for(None) is None
-
-
-async def test_a_feed_joins_and_leaves_its_layer_hub_for_its_socket():
-    layer = Layer()
-    listener = Listener()
-    feed = HubFeed(listener, layer)
-    assert feed.hub is hub_for(layer) and feed.layer is layer
-    await feed.join(KEY)
-    assert list(feed.hub.listeners[KEY]) == [listener]
-    await feed.leave(KEY)
-    assert KEY not in feed.hub.listeners and layer.changes == [("add", GROUP), ("discard", GROUP)]
-
-
-async def test_a_feed_uses_the_configured_layer_by_default(settings):
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    feed = HubFeed(Listener())
-    assert feed.layer is get_channel_layer() and feed.hub is hub_for(get_channel_layer())
-
-
-async def test_with_no_layer_a_feed_brings_no_news_and_fails_nothing(settings):
-    settings.CHANNEL_LAYERS = {}
-    feed = HubFeed(Listener())
-    assert feed.hub is None and feed.layer is None
-    await feed.join(KEY)
-    await feed.leave(KEY)
-
 
 
 # -- when the layer fails ----------------------------------------------------------------------

@@ -99,10 +99,11 @@ async def test_frames_go_straight_to_daphne_while_the_socket_is_open(outlet, pro
 async def test_without_daphne_the_consumer_sends_and_nothing_is_ever_congested():
     sent = []
 
-    async def send_text(text):
-        sent.append(text)
+    class Consumer:
+        async def send_text_fallback(self, text):
+            sent.append(text)
 
-    outlet = SocketOutlet.for_socket({}, send_text, LIMIT)
+    outlet = SocketOutlet.for_socket({}, Consumer(), LIMIT)
     await outlet.send("frame")
     assert sent == ["frame"]
     assert not outlet.congested() and await outlet.has_room() and outlet.congested_for() == 0.0

@@ -340,10 +340,10 @@ async def test_a_run_keeps_the_task_own_event_retention():
 
 
 async def test_a_run_whose_bookkeeping_fails_ends_quietly_for_the_sweeper(monkeypatch, caplog):
-    async def broken(key):
+    def broken(*args, **kwargs):
         raise RuntimeError("database gone")
 
-    monkeypatch.setattr(store, "current_seq", broken)
+    monkeypatch.setattr("streamapp.runner.run.EventStream", broken)  # opening the stream fails
     task, run, heard = await claimed()
     await asyncio.wait_for(run.execute(), timeout=5)
     assert run.work is None and (await row(task)).status == Status.RUNNING

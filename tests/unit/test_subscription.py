@@ -8,7 +8,6 @@ consumers/subscription.py names, so every case is driven step by step.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from django.utils import timezone
@@ -118,7 +117,7 @@ async def task():
 async def subscribe(task, since=None, room=None, page=None):
     outlet, feed, log = Outlet(room), Feed(), PagedLog(page)
     subscription = Subscription(task, feed, outlet, log)
-    notes = await subscription.open(since)
+    _, notes = await subscription.open(since)
     return subscription, outlet, feed, log, notes
 
 
@@ -178,27 +177,6 @@ async def test_in_step_live_news_goes_out_without_reading_the_log(task):
     await subscription.on_events(logged[:1])
     await subscription.on_events(logged[1:])
     assert event_seqs(outlet.sent) == [1, 2, 3, 4] and log.reads == 0
-
-
-async def test_live_news_records_when_it_was_heard(task):
-    subscription, _, _, _, _ = await subscribe(task, since=0)
-    logged = await log_events(task, 1, 1)
-    subscription.heard_at = 0.0
-    await subscription.on_events(logged)
-    assert subscription.heard_at > 0.0
-    subscription.heard_at = 0.0
-    await subscription.on_events(logged)  # old news is news all the same: the feed is alive
-    assert subscription.heard_at > 0.0
-    subscription.heard_at = 0.0
-    await subscription.on_state(await set_state(task, "running", 1, 1))
-    assert subscription.heard_at > 0.0
-
-
-async def test_a_new_subscription_has_heard_news_now():
-    """Its upkeep counts the quiet time from the start, not from the epoch."""
-    before = time.monotonic()
-    subscription = Subscription(await StepTask.objects.acreate(), Feed(), Outlet())
-    assert before <= subscription.heard_at <= time.monotonic()
 
 
 async def test_a_congested_outlet_stops_live_news_and_the_log_has_it_later(task):
@@ -263,8 +241,8 @@ async def test_open_without_since_sends_the_state_then_the_latest_event(task):
 
 
 async def test_an_event_logged_while_the_state_goes_out_is_the_latest_sent_once(task):
-    """Opening reads the state, then the latest event: one logged in between is what is sent,
-    and its live news is not sent again."""
+    """Opening reads the state and the latest event in one query: one logged while the state
+    goes out comes after it, once, whether the live news or the log brings it."""
     await log_events(task, 1, 2)
     outlet, logged = Outlet(), []
 
@@ -275,9 +253,10 @@ async def test_an_event_logged_while_the_state_goes_out_is_the_latest_sent_once(
     outlet.after_send = log_one_more
     subscription = Subscription(task, Feed(), outlet, PagedLog())
     await subscription.open(since=None)
-    assert shape(outlet.sent) == [("state", 2, "running"), ("event", 3, None)]
+    assert shape(outlet.sent) == [("state", 2, "running"), ("event", 2, None)]
     await subscription.on_events(logged)
-    assert len(outlet.sent) == 2 and subscription.last_seq == 3
+    await subscription.on_events(logged)  # the same news twice: sent once
+    assert event_seqs(outlet.sent) == [2, 3] and subscription.last_seq == 3
 
 
 async def test_open_without_since_on_a_task_with_no_events_sends_the_state_only(task):

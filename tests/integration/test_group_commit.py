@@ -1,0 +1,131 @@
+"""Group commits (streamapp/eventlog/commits.py): writes that wait together share a thread hop,
+the appends of many tasks one INSERT, and each keeps its own fence (DESIGN §4)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
+from django.utils import timezone
+
+from streamapp.coordinator import coordinator
+from streamapp.eventlog import commits, store
+from streamapp.eventlog.store import LoggedEvent
+from streamapp.exceptions import LeaseLost
+from streamapp.runner import leases
+from tests.testapp.models import BurstTask, StepTask
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _capture(on: bool) -> list[str]:
+    connection = connections["default"]
+    connection.force_debug_cursor = on
+    found = [query["sql"] for query in connection.queries_log]
+    connection.queries_log.clear()
+    return found
+
+
+@contextlib.asynccontextmanager
+async def statements():
+    """The SQL the database thread runs meanwhile."""
+    found: list[str] = []
+    await sync_to_async(_capture)(True)
+    try:
+        yield found
+    finally:
+        found.extend(await sync_to_async(_capture)(False))
+
+
+def events(task, first, last):
+    now = timezone.now()
+    return [LoggedEvent(seq, "step", f'{{"seq": {seq}}}', now) for seq in range(first, last + 1)]
+
+
+async def claimed(count):
+    tasks = [await StepTask.objects.acreate() for _ in range(count)]
+    return [(task, await leases.claim(task, "owner-a", 30)) for task in tasks]
+
+
+async def test_appends_that_wait_together_share_one_insert_each_behind_its_own_fence():
+    held = await claimed(4)
+    stale_task, stale_lease = held[1]
+    # The sweeper ended that run and another worker took it: its lease is gone.
+    await StepTask.objects.filter(pk=stale_task.pk).aupdate(attempts=stale_lease.attempt + 1)
+
+    async with statements() as sql:
+        outcomes = await asyncio.gather(
+            *(store.append(task.task_key, events(task, 1, 3), lease.rows())
+              for task, lease in held),
+            return_exceptions=True,
+        )
+    assert [type(o).__name__ for o in outcomes] == ["NoneType", "LeaseLost", "NoneType",
+                                                    "NoneType"]
+    inserts = [q for q in sql if q.startswith("INSERT")]
+    assert len(inserts) == 1 and inserts[0].count("UNION ALL") == 3
+    for task, _ in held:
+        logged = [seq for seq, _ in await store.since(task.task_key, 0)]
+        assert logged == ([] if task is stale_task else [1, 2, 3])
+
+
+async def test_a_batch_that_breaks_the_shared_statement_fails_alone():
+    held = await claimed(3)
+    first_task, first_lease = held[0]
+    await store.append(first_task.task_key, events(first_task, 1, 1), first_lease.rows())
+    outcomes = await asyncio.gather(
+        *(store.append(task.task_key, events(task, 1, 2), lease.rows()) for task, lease in held),
+        return_exceptions=True,
+    )  # seq 1 of the first task is logged already: only its batch breaks the unique key
+    assert outcomes[0] is not None and not isinstance(outcomes[0], LeaseLost)
+    assert outcomes[1:] == [None, None]
+    assert [seq for seq, _ in await store.since(first_task.task_key, 0)] == [1]
+
+
+async def test_other_writes_share_the_hop_and_keep_their_own_answers():
+    hops = 0
+    execute = commits.execute
+
+    def counted(group):
+        nonlocal hops
+        hops += 1
+        return execute(group)
+
+    committer = commits.committer()
+    original, commits.execute = commits.execute, counted
+    try:
+        tasks = [await StepTask.objects.acreate() for _ in range(5)]
+        won = await asyncio.gather(*(leases.claim(task, "owner-b", 30) for task in tasks),
+                                   *(leases.claim(task, "owner-c", 30) for task in tasks))
+    finally:
+        commits.execute = original
+    assert [lease is not None for lease in won] == [True] * 5 + [False] * 5  # first come wins
+    assert hops <= 2  # a first hop for whatever came first, then the rest together
+    assert committer._task is None or not committer._waiting
+
+
+async def test_claims_that_wait_together_are_one_update_and_first_come_wins():
+    tasks = [await StepTask.objects.acreate() for _ in range(4)]
+    async with statements() as sql:
+        won = await asyncio.gather(*(leases.claim(task, "owner-d", 30) for task in tasks),
+                                   leases.claim(tasks[0], "owner-e", 30))
+    assert [lease is not None for lease in won] == [True, True, True, True, False]
+    assert all(task.status == "running" and task.lease_owner == "owner-d" for task in tasks)
+    assert all(lease.attempt == 1 and lease.logged_seq == 0 for lease in won[:4])
+    claims = [q for q in sql if q.startswith("UPDATE") and "owner-d" in q]
+    assert len(claims) == 1  # the four claims of owner-d, one statement
+
+
+async def test_a_new_task_is_saved_with_the_others_started_at_the_same_moment():
+    tasks = [BurstTask(count=3) for _ in range(5)]
+    async with statements() as sql:
+        started = await asyncio.gather(*(coordinator.start_task(task) for task in tasks))
+    assert started == [True] * 5 and len({task.pk for task in tasks}) == 5
+    assert len([q for q in sql if q.startswith("INSERT INTO \"testapp_bursttask\"")]) == 1
+    for task in tasks:
+        assert await coordinator.wait_task(task, timeout=10)
+        await task.arefresh_from_db()
+        assert (task.status, task.last_seq, task.attempts) == ("completed", 3, 1)
+        assert [seq for seq, _ in await store.since(task.task_key, 0)] == [1, 2, 3]

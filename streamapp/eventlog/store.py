@@ -18,7 +18,7 @@ from contextlib import nullcontext
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from django.db import connections, router, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import Max, Min
 from django.db.models.functions import Length
 
@@ -179,11 +179,27 @@ def _insert(key: str, events: Sequence[LoggedEvent], fence: Fence | None = None)
                            params + fence_params))
     # One statement commits on its own: a writer frozen between statements holds no lock.
     atomic = transaction.atomic(using=connection.alias) if len(statements) > 1 else nullcontext()
-    with atomic, connection.cursor() as cursor:
-        for count, sql, params in statements:
-            cursor.execute(sql, params)
-            if cursor.rowcount != count:
-                raise lease_lost(key, len(events))
+    try:
+        with atomic, connection.cursor() as cursor:
+            for count, sql, params in statements:
+                cursor.execute(sql, params)
+                if cursor.rowcount != count:
+                    raise lease_lost(key, len(events))
+    except IntegrityError:
+        if not _already_logged(key, events):
+            raise
+
+
+def _already_logged(key: str, events: Sequence[LoggedEvent]) -> bool:
+    """Did an earlier try write exactly these events? A statement that commits while the
+    connection drops has an answer that never arrives; tried again, its seqs are taken. Under
+    the fence only this run writes the task's log, so the rows are that try's: the batch is in.
+    """
+    stored = dict(
+        TaskEvent.objects.filter(task_key=key, seq__in=[e.seq for e in events])
+        .values_list("seq", "frame")
+    )
+    return all(stored.get(e.seq) == e.frame for e in events)
 
 
 def _insert_sql(ops: Any) -> str:

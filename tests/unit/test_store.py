@@ -49,6 +49,17 @@ async def test_a_batch_is_written_whole_or_not_at_all():
     assert await store.since(KEY, 0) == [(1, '{"seq":1}')]
 
 
+async def test_a_batch_tried_again_after_its_answer_was_lost_is_in_once():
+    """The connection dropped as the INSERT committed: the retry finds its own rows."""
+    batch = events(1, 3)
+    await store.append(KEY, batch)
+    await store.append(KEY, batch)  # the retry: no error, nothing twice
+    assert [seq for seq, _ in await store.since(KEY, 0)] == [1, 2, 3]
+    other = [LoggedEvent(2, "step", '{"seq":"someone else"}', timezone.now())]
+    with pytest.raises(IntegrityError):  # a taken seq with other content is still refused
+        await store.append(KEY, other)
+
+
 async def test_since_reads_after_a_seq_up_to_another_a_page_at_a_time():
     await store.append(KEY, events(1, 6))
     await store.append(OTHER, events(1, 9))

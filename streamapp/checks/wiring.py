@@ -17,7 +17,6 @@ from django.core.management import get_commands
 from django.utils.module_loading import import_string
 
 from .. import extras, metrics
-from ..adapters import routing
 from ..asgi.wiring import NO_STACK, NO_STACK_HINT, passes_through_stack
 
 IN_MEMORY = '{"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}'
@@ -114,25 +113,3 @@ def check_runserver_serves_websockets(app_configs: Any = None, **kwargs: Any) ->
         id="streamapp.W043",
     )]
 
-
-@checks.register()
-def check_router_adapter(app_configs: Any = None, **kwargs: Any) -> list:
-    found = []
-    missing = routing.probe()
-    if missing:
-        found.append(checks.Warning(
-            "streamapp cannot tell channels' \"no route\" from a consumer's error, so unmatched "
-            "WebSocket paths end in a server error instead of not_found and 4404: "
-            + "; ".join(missing),
-            hint="Use a channels version streamapp supports (see pyproject.toml).",
-            id="streamapp.W022",
-        ))
-    missing = routing.probe_direct()
-    if missing:
-        found.append(checks.Warning(
-            "streamapp's own WebSocket routes go through channels' URLRouter, which keeps about "
-            "0.8 KiB more per socket: " + "; ".join(missing),
-            hint="Use a channels version streamapp supports (see pyproject.toml).",
-            id="streamapp.W024",
-        ))
-    return found

@@ -185,3 +185,23 @@ def test_a_channels_router_that_no_longer_says_no_route(monkeypatch):
     [text] = report("streamapp.W022")
     assert text.startswith("?: (streamapp.W022) streamapp cannot tell channels' \"no route\" "
                            "from a consumer's error")
+
+
+@pytest.mark.parametrize("adapter, probe, check_id, feature", [
+    ("daphne", "probe", "streamapp.W020", "slow-client protection"),
+    ("rediscache", "probe", "streamapp.W021", "slower public cache API"),
+    ("routing", "probe", "streamapp.W022", "server error instead of not_found"),
+    ("signals", "probe", "streamapp.W023", "1011 after its grace period"),
+    ("routing", "probe_direct", "streamapp.W024", "0.8 KiB more per socket"),
+    ("memorylayer", "probe", "streamapp.W025", "announces to empty groups"),
+])
+def test_each_adapter_that_misses_an_internal_names_it_under_its_own_id(
+    monkeypatch, adapter, probe, check_id, feature
+):
+    assert report(check_id) == []
+    monkeypatch.setattr(f"streamapp.adapters.{adapter}.{probe}",
+                        lambda: ["gone.attribute", "gone.method"])
+    [text] = [str(m) for m in checks.run_checks() if m.id.startswith("streamapp.W02")]
+    assert text.startswith(f"?: ({check_id}) streamapp")
+    assert feature in text
+    assert ": gone.attribute; gone.method" in text

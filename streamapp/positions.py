@@ -7,6 +7,7 @@ frame) as subqueries of the same SELECT.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -20,6 +21,7 @@ from django.db.models.functions import Cast, Concat
 
 from . import protocol
 from .eventlog import store
+from .eventlog.commits import committer
 from .eventlog.models import TaskEvent
 from .exceptions import UnknownTask
 from .keys import split_key
@@ -64,13 +66,33 @@ async def read_for_subscriber(
     model: type[StreamTask], pk: Any, key: str, latest: bool
 ) -> StreamTask | None:
     """The task row, with its log's top seq (``TOP_SEQ``) and, when ``latest``, the newest
-    event's frame (``TOP_FRAME``); one query in one thread hop. None when the row does not
-    exist.
+    event's frame (``TOP_FRAME``). None when the row does not exist.
 
-    Every subscribe runs it, a reconnect storm thousands at once: the SQL is written once per
-    model, not compiled by the ORM each time (that took a third of a connect's CPU).
+    Every subscribe runs it, a reconnect storm thousands at once, mostly of a few tasks. The
+    reads that wait at the same moment share one thread hop (the process's group commit,
+    eventlog/commits.py), and those of one task one query: a group's query starts after every
+    one of its callers asked, so each gets a row read after it joined the task's group, which
+    is all a subscriber needs (see Subscription.open). The SQL is written once per model, not
+    compiled by the ORM each time (that took a third of a connect's CPU).
     """
-    return await sync_to_async(_read_for_subscriber)(model, pk, key, latest)
+    return await committer().together(_read_for_subscribers, (model, pk, key, latest))
+
+
+def _read_for_subscribers(reads: Sequence[tuple[type[StreamTask], Any, str, bool]]) -> list[Any]:
+    """In the database thread: one query per distinct read; each caller its own instance."""
+    found: dict[tuple[type[StreamTask], Any, bool], StreamTask | None] = {}
+    answers: list[Any] = []
+    for model, pk, key, latest in reads:
+        try:
+            if (model, pk, latest) in found:
+                task = found[model, pk, latest]
+                answers.append(copy.copy(task) if task is not None else None)
+                continue
+            answers.append(found.setdefault((model, pk, latest),
+                                            _read_for_subscriber(model, pk, key, latest)))
+        except Exception as exc:  # noqa: BLE001 - this caller's answer; the others go on
+            answers.append(exc)
+    return answers
 
 
 def _read_for_subscriber(

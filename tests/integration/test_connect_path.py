@@ -7,6 +7,7 @@ sends a token or no session cookie.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import pytest
@@ -14,6 +15,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import connections
 
+from streamapp import positions
 from tests.support.clients import bearer, make_user, session_cookie
 from tests.support.helpers import events_of, receive_until, run_to_end, step, task_path
 from tests.testapp.models import BurstTask, StepTask
@@ -106,3 +108,42 @@ async def test_a_path_names_the_task_as_the_task_names_itself(communicator_for):
     await step(task)
     frame = await ws.receive_json_from(timeout=5)
     assert (frame["type"], frame["task"], frame["seq"]) == ("event", "testapp.steptask.7", 1)
+
+
+async def test_subscribers_of_one_task_that_read_together_share_a_query(communicator_for):
+    """A reconnect storm: many sockets of one task at once; each still gets its whole stream."""
+    task = await BurstTask.objects.acreate(count=3)
+    await run_to_end(task)
+    sockets = 20
+    async with database_queries() as queries:
+        opened = await asyncio.gather(*(communicator_for(task) for _ in range(sockets)))
+        for ws in opened:
+            frames = [await ws.receive_json_from(timeout=5) for _ in range(3)]
+            assert [(f["type"], f.get("seq")) for f in frames] == [
+                ("state", 3), ("event", 3), ("state", 3)]
+    row_reads = [q for q in queries if task.task_key in q and "testapp_bursttask" in q]
+    assert 1 <= len(row_reads) < sockets, len(row_reads)
+
+
+def test_reads_of_one_task_in_a_group_give_each_caller_its_own_row(django_assert_num_queries):
+    task = BurstTask.objects.create(count=1)
+    other = BurstTask.objects.create(count=2)
+    read = (BurstTask, task.pk, task.task_key, True)
+    with django_assert_num_queries(3):  # one per distinct read
+        first, second, third, fourth = positions._read_for_subscribers(
+            [read, read, (BurstTask, other.pk, other.task_key, True),
+             (BurstTask, task.pk, task.task_key, False)])
+    assert first is not second
+    assert (first.pk, second.pk, third.pk, fourth.pk) == (task.pk, task.pk, other.pk, task.pk)
+    assert getattr(fourth, positions.TOP_FRAME) is None  # asked without the latest event
+    first.count = 99
+    assert second.count == 1
+
+
+def test_a_read_that_fails_answers_its_caller_only():
+    task = BurstTask.objects.create(count=1)
+    answers = positions._read_for_subscribers(
+        [(BurstTask, "not a number", "testapp.bursttask.x", True),
+         (BurstTask, task.pk, task.task_key, True)])
+    assert isinstance(answers[0], TypeError)  # the caller gets its own error back
+    assert answers[1].pk == task.pk

@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+MAX_FAILURES = 20  # seq errors described, per load-generator process
 RETRY_SECONDS = 0.05  # between refused reconnects (a server coming back up)
 
 
@@ -98,7 +99,7 @@ class Watcher:
         self.reconnects += 1
         self.back_at = self.streaming_at = None
         since = next(iter(self.last.values()), 0)
-        url = f"{self.url}?since={since}"
+        url = f"{self.url.partition('?')[0]}?since={since}"
         while not self.crowd.closing:
             try:
                 self.ws = await connect(url, compression=None, ping_interval=None,
@@ -130,11 +131,13 @@ class Worker:
             key = frame.get("task", "")
             seq = frame["seq"]
             last = watcher.last.get(key, 0)
-            if seq <= last:
-                watcher.errors += 1
-                return
             if seq != last + 1:
                 watcher.errors += 1
+                if len(self.failures) < MAX_FAILURES:
+                    self.failures.append(f"{key}: seq {seq} after {last} "
+                                         f"({'again' if seq <= last else 'a gap'})")
+                if seq <= last:
+                    return
             watcher.last[key] = seq
             watcher.received += 1
             self.latencies.append(now - frame["data"]["t"])
@@ -213,7 +216,7 @@ class Worker:
 async def serve() -> None:
     """A worker process: a job on the first line, then ``wait``, ``report`` and ``close``."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=256 * 1024 * 1024)  # the job names every URL
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     worker = Worker(Job(**json.loads(await reader.readline())))
     say(await worker.open())

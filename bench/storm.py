@@ -6,9 +6,15 @@ One worker process runs the task (``runtasks``); daphne serves the sockets only
 load-generator processes (bench/crowd.py). Once all stream, daphne gets SIGTERM (it closes every
 socket with 4012, service restart) and a new daphne starts on the same port; every client
 reconnects at once, with ``since`` = the last seq it has, retrying every 50 ms while refused,
-as streamapp.js does. Measured from the SIGTERM: when the last socket had its ``state`` frame
-again ("back") and its first live event after it ("streaming"); every socket's seqs must stay
-whole (no gap, no repeat) across the restart.
+as streamapp.js does. Measured from the SIGTERM and from the moment the new daphne listens: when
+the last socket had its ``state`` frame again ("back") and its first live event after it
+("streaming"). The task then runs to its end: every socket must have had every event once, in
+order (each asks for the whole stream, ``since=0``: the worker starts the task as soon as it
+exists, before the last socket is in), and the final state.
+
+The storm's own measure is the time back once a server listens: the old daphne's exit (it closes
+its sockets at once, then waits for their consumers to end) and the new one's start-up count in
+the figures from the SIGTERM, and a rolling deployment would not wait for them.
 
 daphne listens with Twisted's backlog of 50 unless told otherwise: thousands of SYNs at once
 overflow it and the kernel makes the rest retry after 1 s, 3 s, 7 s. ``--backlog`` (default
@@ -36,6 +42,7 @@ from .targets import BASELINE, STREAMAPP
 
 
 async def storm(args: argparse.Namespace, config: ServerConfig) -> dict[str, Any]:
+    config.log_dir.mkdir(parents=True, exist_ok=True)
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "runtasks"], cwd=ROOT,
         env={**config.env("redis"), "STREAMAPP_RUN_TASKS": "1"},
@@ -50,7 +57,10 @@ async def storm(args: argparse.Namespace, config: ServerConfig) -> dict[str, Any
         result["baseline_connect_seconds"] = await baseline_connect(server, args)
         events = round(args.rate * args.seconds)
         [path] = (await server.post("create", count=1, events=events, rate=args.rate))["groups"]
-        crowd = Crowd([STREAMAPP.url(server, path)] * args.sockets, events, args.processes,
+        # The worker takes the task as soon as it exists, before every socket is in: each asks
+        # for the whole stream (``since=0``), as a page that must show every event does.
+        url = STREAMAPP.url(server, path) + "?since=0"
+        crowd = Crowd([url] * args.sockets, events, args.processes,
                       stateful=True, reconnect=True)
         try:
             result["connect_seconds"] = await crowd.open()
@@ -66,14 +76,15 @@ async def storm(args: argparse.Namespace, config: ServerConfig) -> dict[str, Any
             result.update(
                 down_seconds=down_at - restarted_at, up_seconds=up_at - restarted_at,
                 back_seconds=max(back) if back and None not in back else None,
+                back_after_up_seconds=(max(back) - (up_at - restarted_at)
+                                       if back and None not in back else None),
                 streaming_seconds=(max(streaming) if streaming and None not in streaming
                                    else None),
                 back_p50=sorted(back)[len(back) // 2] if None not in back else None,
                 not_back=sum(b is None for b in back),
                 not_streaming=sum(s is None for s in streaming),
             )
-            await server.post("stop", keys=[path])
-            complete = await crowd.wait(5, 120)
+            complete = await crowd.wait(5, args.seconds + 60)  # to the task's end
             result.update(
                 complete=complete, expected=crowd.expected, received=crowd.received,
                 seq_errors=crowd.seq_errors, failures=crowd.failures[:5],
@@ -133,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sockets", type=int, default=5000)
     parser.add_argument("--processes", type=int, default=4, help="load-generator processes")
-    parser.add_argument("--rate", type=float, default=5, help="the task's events per second")
-    parser.add_argument("--seconds", type=float, default=300, help="the task's length at most")
+    parser.add_argument("--rate", type=float, default=1, help="the task's events per second")
+    parser.add_argument("--seconds", type=float, default=60,
+                        help="the task's length: the storm is over long before it ends")
     parser.add_argument("--backlog", type=int, default=4096)
     parser.add_argument("--give-up", type=float, default=60)
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL")

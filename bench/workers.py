@@ -27,12 +27,16 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .cli import DEFAULT_OUT, check_redis, forget_keys
 from .measure import short_tasks
+from .profiling import py_spy, top_functions
 from .run import machine
 from .server import ROOT, BenchServer, ServerConfig, cpu_seconds
 from .sizes import SIZES, Sizes
@@ -78,16 +82,47 @@ class Workers:
             await asyncio.to_thread(process.wait, 30)
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, all) clock ticks of every core since boot (``/proc/stat``): the database and
+    Redis share the cores, so the machine's share busy says whether the run had CPU to spare."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return sum(values) - idle, sum(values)
+
+
+@asynccontextmanager
+async def profiles(pids: dict[str, int], out: Path | None) -> AsyncIterator[None]:
+    """py-spy each of ``pids`` (name: pid) while the block runs, when ``out`` is a directory;
+    each one's costliest functions to ``out/profile-workers-<name>.txt``."""
+    if out is None:
+        yield
+        return
+    stems = {name: out / f"profile-workers-{name}" for name in pids}
+    async with AsyncExitStack() as stack:
+        for name, pid in pids.items():
+            await stack.enter_async_context(py_spy(pid, stems[name].with_suffix(".collapsed")))
+        yield
+    for stem in stems.values():
+        stem.with_suffix(".txt").write_text(top_functions(stem.with_suffix(".collapsed")))
+
+
 async def short_run(
     server: BenchServer, target: Target, sizes: Sizes, label: str, setup: str,
-    variant: str = "", workers: Workers | None = None,
+    variant: str = "", workers: Workers | None = None, profile: Path | None = None,
 ) -> dict[str, Any]:
-    """bench's short-task run, then (streamapp) the check of every task it made."""
+    """bench's short-task run, then (streamapp) the check of every task it made; ``profile``:
+    py-spy the server and the workers during the streamapp run, into that directory."""
     before = (await server.post("tally", after=2**62))["last_pk"]
     worker_cpu = workers.cpu() if workers else 0.0
-    run = await short_tasks(server, target, sizes, variant=variant)
+    busy, ticks = machine_ticks()
+    pids = {label.replace(" ", "-"): server.pid}
+    for n, process in enumerate(workers.processes if workers else ()):
+        pids[f"{label.replace(' ', '-')}-worker{n}"] = process.pid
+    around = partial(profiles, pids, profile if target is STREAMAPP else None)
+    run = await short_tasks(server, target, sizes, around, variant=variant)
     worker_cpu = workers.cpu() - worker_cpu if workers else 0.0
-    run.update(label=label, setup=setup,
+    busy_after, ticks_after = machine_ticks()
+    run.update(label=label, setup=setup, machine_busy=(busy_after - busy) / (ticks_after - ticks),
                worker_cpu_us_per_task=worker_cpu / sizes.short_tasks * 1e6)
     if target is STREAMAPP:
         run["check"] = await server.post("tally", after=before)
@@ -96,13 +131,14 @@ async def short_run(
 
 async def measure(
     sizes: Sizes, embedded: ServerConfig, split: ServerConfig, database: str, progress: Any,
+    profile: Path | None = None,
 ) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
     async with BenchServer("memory", embedded, label="-workers") as server:
         runs.append(await short_run(server, BASELINE, sizes, "baseline", "in-memory layer"))
         progress(runs[-1])
         runs.append(await short_run(server, STREAMAPP, sizes, "embedded",
-                                    "SQLite, in-memory layer, tasks in daphne"))
+                                    "SQLite, in-memory layer, tasks in daphne", profile=profile))
         progress(runs[-1])
     async with BenchServer("redis", split, label="-split",
                            env={"STREAMAPP_RUN_TASKS": "0"}) as server:
@@ -113,7 +149,7 @@ async def measure(
                 label = f"{count} worker{'s' if count > 1 else ''}"
                 runs.append(await short_run(
                     server, STREAMAPP, sizes, label, f"{database}, Redis layer, daphne "
-                    f"hands to {label}", variant="_handed", workers=workers,
+                    f"hands to {label}", variant="_handed", workers=workers, profile=profile,
                 ))
             progress(runs[-1])
     return runs
@@ -133,7 +169,8 @@ def line(run: dict[str, Any]) -> str:
         f"  {check['whole']}/{run['count']} whole, missing {check['missing']}, "
         f"doubled {check['doubled']}"
     )
-    return f"{run['label']:10} {run['tasks_per_s']:8,.0f} tasks/s  ({run['setup']}){verdict}"
+    return (f"{run['label']:10} {run['tasks_per_s']:8,.0f} tasks/s  "
+            f"machine {run['machine_busy']:.0%} busy  ({run['setup']}){verdict}")
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -145,8 +182,8 @@ def markdown(results: dict[str, Any]) -> str:
         f" · load average before {fmt_load(info['load_average_before'])}, after "
         f"{fmt_load(info['load_average_after'])} · `{results['command']}`", "",
         "| run | setup | tasks/s | ÷ baseline | completed, log whole | events missing / doubled"
-        " | CPU µs per task: daphne + workers |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        " | CPU µs per task: daphne + workers | machine busy |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     baseline = None
     for run in results["runs"]:
@@ -158,9 +195,12 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {run['label']}", run["setup"], f"{run['tasks_per_s']:,.0f}", ratio,
             f"{check['whole']:,} / {run['count']:,}" if check else "–",
             f"{check['missing']} / {check['doubled']}" if check else "–",
-            f"{run['cpu_us_per_task']:,.0f} + {run['worker_cpu_us_per_task']:,.0f} |",
+            f"{run['cpu_us_per_task']:,.0f} + {run['worker_cpu_us_per_task']:,.0f}",
+            f"{run['machine_busy']:.0%} |",
         ]))
-    lines += ["", "Ratios are against the baseline row above them (same server, same layer)."]
+    lines += ["", "Ratios are against the baseline row above them (same server, same layer). "
+              "Machine busy: the share of all cores' time not idle during the run (daphne, "
+              "workers, the database, Redis and anything else on the machine)."]
     return "\n".join(lines) + "\n"
 
 
@@ -181,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help="PostgreSQL for the worker runs (default: "
                         "SQLite in a temporary directory); it is migrated")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy daphne and the workers during streamapp's runs "
+                        "(profile-workers-*.txt in --out)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.tasks, args.concurrency = SMOKE["tasks"], SMOKE["concurrency"]
@@ -204,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             results["runs"] = asyncio.run(measure(
                 sizes, embedded, split, "PostgreSQL" if args.database_url else "SQLite",
-                lambda run: print(line(run), file=sys.stderr),
+                lambda run: print(line(run), file=sys.stderr), args.out if args.profile else None,
             ))
         finally:
             forget_keys(args.redis_url, prefix)

@@ -123,13 +123,23 @@ class Worker:
             free = self.concurrency - len(self.coordinator.running_keys)
             if free <= 0:
                 break
+            candidates = await pick_pending(free)
+            if self._stopping:
+                break
+            # All at once: their claims wait together, so the committer makes them one UPDATE
+            # (runner/leases.py) instead of one thread hop each.
+            outcomes = await asyncio.gather(
+                *(self.coordinator.run_pending(task) for task in candidates),
+                return_exceptions=True,
+            )
             won = 0
-            for task in await pick_pending(free):
-                if self._stopping:
-                    break
-                if await self.coordinator.run_pending(task):
+            for task, outcome in zip(candidates, outcomes, strict=True):
+                if outcome is True:
                     won += 1
                     self._watch(task)
+            failures = [o for o in outcomes if isinstance(o, BaseException)]
+            if failures:
+                raise failures[0]  # the ones won above run and are watched all the same
             if not won:  # nothing pending, or every candidate went to another worker
                 break
             claimed += won

@@ -37,6 +37,7 @@ from typing import Any
 from .cli import DEFAULT_OUT, check_redis, forget_keys
 from .measure import short_tasks
 from .profiling import py_spy, top_functions
+from .report import number
 from .run import machine
 from .server import ROOT, BenchServer, ServerConfig, cpu_seconds
 from .sizes import SIZES, Sizes
@@ -122,7 +123,9 @@ async def short_run(
     run = await short_tasks(server, target, sizes, around, variant=variant)
     worker_cpu = workers.cpu() - worker_cpu if workers else 0.0
     busy_after, ticks_after = machine_ticks()
-    run.update(label=label, setup=setup, machine_busy=(busy_after - busy) / (ticks_after - ticks),
+    ticks = ticks_after - ticks  # none in a run shorter than a clock tick (a smoke baseline)
+    run.update(label=label, setup=setup,
+               machine_busy=(busy_after - busy) / ticks if ticks else None,
                worker_cpu_us_per_task=worker_cpu / sizes.short_tasks * 1e6)
     if target is STREAMAPP:
         run["check"] = await server.post("tally", after=before)
@@ -170,7 +173,7 @@ def line(run: dict[str, Any]) -> str:
         f"doubled {check['doubled']}"
     )
     return (f"{run['label']:10} {run['tasks_per_s']:8,.0f} tasks/s  "
-            f"machine {run['machine_busy']:.0%} busy  ({run['setup']}){verdict}")
+            f"machine {number(run['machine_busy'], '.0%')} busy  ({run['setup']}){verdict}")
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -196,7 +199,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{check['whole']:,} / {run['count']:,}" if check else "–",
             f"{check['missing']} / {check['doubled']}" if check else "–",
             f"{run['cpu_us_per_task']:,.0f} + {run['worker_cpu_us_per_task']:,.0f}",
-            f"{run['machine_busy']:.0%} |",
+            f"{number(run['machine_busy'], '.0%')} |",
         ]))
     lines += ["", "Ratios are against the baseline row above them (same server, same layer). "
               "Machine busy: the share of all cores' time not idle during the run (daphne, "

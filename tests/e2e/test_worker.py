@@ -148,19 +148,20 @@ async def test_a_new_task_is_handed_over_even_when_a_worker_takes_it_at_once(
 
 
 async def test_the_tasks_a_worker_picks_are_claimed_together_in_one_group(monkeypatch):
-    tasks = [await ExampleTask.objects.acreate(message=str(i), delay=0) for i in range(4)]
+    tasks = [await StepTask.objects.acreate(label=str(i)) for i in range(4)]
     groups = []
     claim_all = leases._claim_all
 
     def claim_and_count(claims):
-        groups.append(len(claims))
+        groups.append(sorted(task.pk for task, *_ in claims))
         return claim_all(claims)
 
     monkeypatch.setattr(leases, "_claim_all", claim_and_count)
 
     assert await Worker(concurrency=4).claim_available() == 4
-    assert groups == [4]  # one thread hop, one conditional UPDATE for the four
+    assert groups == [sorted(task.pk for task in tasks)]  # one thread hop, one UPDATE
     for task in tasks:
+        await task.send_signal("step", "stop")
         assert await coordinator.wait_task(task, timeout=5)
         await task.arefresh_from_db()
         assert task.status == "completed" and task.attempts == 1

@@ -129,3 +129,49 @@ async def test_a_new_task_is_saved_with_the_others_started_at_the_same_moment():
         await task.arefresh_from_db()
         assert (task.status, task.last_seq, task.attempts) == ("completed", 3, 1)
         assert [seq for seq, _ in await store.since(task.task_key, 0)] == [1, 2, 3]
+
+
+async def test_outcomes_recorded_together_share_one_transaction_each_under_its_own_lease(
+    monkeypatch,
+):
+    held = await claimed(4)
+    stale_task, stale_lease = held[1]
+    await StepTask.objects.filter(pk=stale_task.pk).aupdate(attempts=stale_lease.attempt + 1)
+    in_transaction = []
+    finish_one = leases._finish_one
+
+    def watched(outcome, alias):
+        in_transaction.append(connections[alias].in_atomic_block)
+        return finish_one(outcome, alias)
+
+    monkeypatch.setattr(leases, "_finish_one", watched)
+    outcomes = await asyncio.gather(
+        *(leases.finish(lease, "completed", last_seq=0, final_value=n)
+          for n, (_, lease) in enumerate(held)),
+        return_exceptions=True,
+    )
+    assert [type(o).__name__ for o in outcomes] == ["NoneType", "LeaseLost", "NoneType",
+                                                    "NoneType"]
+    assert in_transaction == [True] * 4  # one transaction, one commit for the four
+    for n, (task, _) in enumerate(held):
+        await task.arefresh_from_db()
+        if task is stale_task:
+            assert (task.status, task.final_value) == ("running", None)  # fenced out
+        else:
+            assert (task.status, task.final_value, task.lease_owner) == ("completed", n, "")
+
+
+async def test_an_outcome_the_database_refuses_fails_alone():
+    held = await claimed(3)
+    refused = object()  # no JSON for it: its UPDATE fails, and the transaction with it
+    outcomes = await asyncio.gather(
+        *(leases.finish(lease, "completed", last_seq=0, final_value=refused if n == 1 else n)
+          for n, (_, lease) in enumerate(held)),
+        return_exceptions=True,
+    )
+    assert [type(o).__name__ for o in outcomes] == ["NoneType", "TypeError", "NoneType"]
+    statuses = []
+    for task, _ in held:
+        await task.arefresh_from_db()
+        statuses.append(task.status)
+    assert statuses == ["completed", "running", "completed"]  # the others written on their own

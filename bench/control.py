@@ -64,6 +64,11 @@ async def tally(after: int = 0) -> dict[str, Any]:
     return await streaming.tally(after)
 
 
+async def forget() -> dict[str, Any]:
+    """Delete every BenchTask and its events (bench.workers, before each run)."""
+    return {"deleted": await streaming.forget()}
+
+
 async def idle(running: int, finished: int) -> dict[str, Any]:
     """streamapp: quiet running tasks and finished ones, for idle subscriptions."""
     return await streaming.idle_tasks(running, finished)
@@ -94,6 +99,7 @@ ENDPOINTS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "/bench/short": short,
     "/bench/gc": collect_garbage,
     "/bench/tally": tally,
+    "/bench/forget": forget,
     "/bench/idle": idle,
     "/bench/start": start,
     "/bench/stop": stop,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from django.db import connection
 from django.db.models import Count, Max
 
 from streamapp.coordinator import coordinator
@@ -97,6 +99,24 @@ _endings: dict[asyncio.AbstractEventLoop, Endings] = {}
 def endings() -> Endings:
     """This event loop's ``Endings``."""
     return _endings.setdefault(asyncio.get_running_loop(), Endings())
+
+
+async def forget() -> int:
+    """Delete every BenchTask and its events: a run on a database kept from earlier runs starts
+    as on a fresh one (a table of many finished and dead rows slows the workers' picks)."""
+    count = await BenchTask.objects.acount()
+    await TaskEvent.objects.filter(task_key__startswith=f"{BenchTask._meta.app_label}.").adelete()
+    await BenchTask.objects.all().adelete()
+    await sync_to_async(vacuum)()
+    return count
+
+
+def vacuum() -> None:
+    """PostgreSQL: reclaim the deleted rows now (VACUUM runs outside a transaction)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            for model in (BenchTask, TaskEvent):
+                cursor.execute(f"VACUUM ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
 
 
 async def tally(after: int) -> dict[str, Any]:

@@ -113,6 +113,8 @@ async def short_run(
 ) -> dict[str, Any]:
     """bench's short-task run, then (streamapp) the check of every task it made; ``profile``:
     py-spy the server and the workers during the streamapp run, into that directory."""
+    if target is STREAMAPP:
+        await server.post("forget")
     before = (await server.post("tally", after=2**62))["last_pk"]
     worker_cpu = workers.cpu() if workers else 0.0
     busy, ticks = machine_ticks()
@@ -222,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL")
                         or "redis://127.0.0.1:6379/0")
     parser.add_argument("--database-url", help="PostgreSQL for the worker runs (default: "
-                        "SQLite in a temporary directory); it is migrated")
+                        "SQLite in a temporary directory): the bench's own; it is migrated and "
+                        "its BenchTasks deleted before each run")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--profile", action="store_true",
                         help="py-spy daphne and the workers during streamapp's runs "

@@ -62,11 +62,13 @@ class Workers:
 
     async def __aenter__(self) -> Workers:
         for log in self.logs:
-            self.processes.append(subprocess.Popen(
-                [sys.executable, "manage.py", "runtasks", "--concurrency", str(self.concurrency)],
-                cwd=ROOT, env={**self.config.env("redis"), "STREAMAPP_RUN_TASKS": "1"},
-                stdout=log.open("wb"), stderr=subprocess.STDOUT,
-            ))
+            with log.open("wb") as output:
+                self.processes.append(subprocess.Popen(
+                    [sys.executable, "manage.py", "runtasks", "--concurrency",
+                     str(self.concurrency)],
+                    cwd=ROOT, env={**self.config.env("redis"), "STREAMAPP_RUN_TASKS": "1"},
+                    stdout=output, stderr=subprocess.STDOUT,
+                ))
         deadline = time.monotonic() + 60
         for process, log in zip(self.processes, self.logs, strict=True):
             while READY not in log.read_bytes():  # a process coming up: no event to wait on
@@ -80,7 +82,11 @@ class Workers:
         for process in self.processes:
             process.terminate()  # SIGTERM: stop claiming, drain, exit
         for process in self.processes:
-            await asyncio.to_thread(process.wait, 30)
+            try:
+                await asyncio.to_thread(process.wait, 30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait)
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -138,6 +144,7 @@ async def measure(
     sizes: Sizes, embedded: ServerConfig, split: ServerConfig, database: str, progress: Any,
     profile: Path | None = None,
 ) -> list[dict[str, Any]]:
+    """Every run, in order: embedded and its baseline, then the worker runs and theirs."""
     runs: list[dict[str, Any]] = []
     async with BenchServer("memory", embedded, label="-workers") as server:
         runs.append(await short_run(server, BASELINE, sizes, "baseline", "in-memory layer"))

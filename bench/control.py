@@ -27,6 +27,7 @@ SHORT_TASKS: dict[str, Callable[[int], Awaitable[bool]]] = {
     "baseline": baseline.short_task,
     "streamapp": streaming.short_task,
     "streamapp_saved_first": streaming.short_task_saved_first,
+    "streamapp_handed": streaming.short_task_handed,
 }
 
 
@@ -58,6 +59,16 @@ async def short(target: str, count: int, concurrency: int) -> dict[str, Any]:
     return {"started": started, "finished": time.time(), "completed": sum(done)}
 
 
+async def tally(after: int = 0) -> dict[str, Any]:
+    """BenchTasks above pk ``after``: statuses and whether each has its short task's events."""
+    return await streaming.tally(after)
+
+
+async def forget() -> dict[str, Any]:
+    """Delete every BenchTask and its events (bench.workers, before each run)."""
+    return {"deleted": await streaming.forget()}
+
+
 async def idle(running: int, finished: int) -> dict[str, Any]:
     """streamapp: quiet running tasks and finished ones, for idle subscriptions."""
     return await streaming.idle_tasks(running, finished)
@@ -87,6 +98,8 @@ ENDPOINTS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "/bench/produce": produce,
     "/bench/short": short,
     "/bench/gc": collect_garbage,
+    "/bench/tally": tally,
+    "/bench/forget": forget,
     "/bench/idle": idle,
     "/bench/start": start,
     "/bench/stop": stop,

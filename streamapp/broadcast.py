@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -97,8 +98,46 @@ async def send_control(key: str, message: dict[str, Any]) -> bool:
 
 
 async def wake_workers() -> bool:
-    """Tell task workers a task became claimable, so none has to wait for its poll."""
-    return await _group_send(WORKERS_GROUP, {"type": "workers.wake"})
+    """Tell task workers a task became claimable, so none has to wait for its poll.
+
+    Calls that come while a wake-up is being sent share the next one (``WakeUps``).
+    """
+    loop = asyncio.get_running_loop()
+    wakes = _wake_ups.get(loop)
+    if wakes is None:
+        wakes = _wake_ups[loop] = WakeUps()
+    return await wakes.wake()
+
+
+class WakeUps:
+    """One event loop's wake-ups, coalesced: a burst of N handed tasks sends a few messages,
+    not N, to every worker.
+
+    A caller's task is claimable before it calls, so the wake-up it gets is always one whose
+    sending starts after its call: while one is being sent, the callers wait for the next,
+    which goes out once that one is done; every caller waiting for it shares it.
+    """
+
+    def __init__(self) -> None:
+        self._sending: asyncio.Task[bool] | None = None
+        self._next: asyncio.Task[bool] | None = None
+
+    async def wake(self) -> bool:
+        if self._next is None:
+            self._next = asyncio.create_task(self._send(self._sending), name="wake workers")
+        # Shielded: a caller cancelled leaves the wake-up going for the others.
+        return await asyncio.shield(self._next)
+
+    async def _send(self, previous: asyncio.Task[bool] | None) -> bool:
+        if previous is not None:
+            await asyncio.wait([previous])
+        self._sending, self._next = self._next, None  # later callers wait for another one
+        return await _group_send(WORKERS_GROUP, {"type": "workers.wake"})
+
+
+_wake_ups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WakeUps] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def receive_forever(

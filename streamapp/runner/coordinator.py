@@ -60,10 +60,11 @@ class Coordinator:
         A task not saved yet is saved first, with the other new tasks started at the same
         moment (one INSERT for all of them, ``bulk_create``: no ``save()`` call, no signals).
         """
-        if task._state.adding:
+        created = task._state.adding
+        if created:
             await leases.create(task)
         if not app_settings.RUN_TASKS:
-            return await self._hand_to_workers(task)
+            return await self._hand_to_workers(task, created)
         return await self._start(task, STARTABLE_STATUSES)
 
     async def run_pending(self, task: StreamTask) -> bool:
@@ -213,20 +214,23 @@ class Coordinator:
         except Exception:
             logger.exception("could not record key=%s; a sweeper will", run.key)
 
-    async def _hand_to_workers(self, task: StreamTask) -> bool:
+    async def _hand_to_workers(self, task: StreamTask, created: bool = False) -> bool:
         """Leave ``task`` pending for a ``runtasks`` worker and wake the workers.
 
         A failed or cancelled task is made pending again first. True while the task waits for a
-        worker; False when it is running or completed.
+        worker; False when it is running or completed. A task this call ``created`` pending was
+        pending from its INSERT on: handed over (True) without reading it back, even when a
+        worker woken for another task has taken it already.
         """
-        if await leases.requeue(task):
-            await task.arefresh_from_db()
-            state = await task_state(task)
-            await broadcast.publish_task_state(task, state["seq"])
-        else:
-            await task.arefresh_from_db(fields=["status"])
-        if task.status != Status.PENDING:
-            return False
+        if not (created and task.status == Status.PENDING):
+            if await leases.requeue(task):
+                await task.arefresh_from_db()
+                state = await task_state(task)
+                await broadcast.publish_task_state(task, state["seq"])
+            else:
+                await task.arefresh_from_db(fields=["status"])
+            if task.status != Status.PENDING:
+                return False
         await broadcast.wake_workers()
         logger.info("task handed to the workers key=%s", task.task_key,
                     extra={"task_key": task.task_key})

@@ -125,6 +125,46 @@ def finish_sql(model: type[StreamTask], alias: str) -> str:
     )
 
 
+# The columns of the VALUES list an outcome batch writes from (``finish_many_sql``).
+FINISH_VALUES = ("i", "pk", "owner", "attempt", "status", "last_seq", "final_value", "error",
+                 "completed_at")
+
+
+@functools.cache
+def finish_many_sql(model: type[StreamTask], alias: str, count: int) -> str:
+    """PostgreSQL: ``count`` outcomes in one UPDATE, from a VALUES list of FINISH_VALUES; each
+    row changed only under its own lease (``held_condition``, with that outcome's token); the
+    ``i`` of the outcomes written comes back. The first VALUES row carries the column types."""
+    connection = connections[alias]
+    q = functools.partial(quote, alias)
+    col = functools.partial(column_of, model)
+    meta = model._meta
+    types = ["integer", meta.pk.rel_db_type(connection),
+             meta.get_field("lease_owner").db_type(connection),
+             meta.get_field("attempts").db_type(connection),
+             meta.get_field("status").db_type(connection),
+             meta.get_field("last_seq").db_type(connection),
+             meta.get_field("final_value").db_type(connection),
+             meta.get_field("error").db_type(connection),
+             meta.get_field("completed_at").db_type(connection)]
+    first = "(" + ", ".join(f"CAST(%s AS {kind})" for kind in types) + ")"
+    rows = ", ".join([first] + ["(" + ", ".join(["%s"] * len(types)) + ")"] * (count - 1))
+    table = q(meta.db_table)
+    return (
+        f"UPDATE {table} SET {q(col('status'))} = v.status, {q(col('last_seq'))} = v.last_seq, "
+        f"{q(col('final_value'))} = v.final_value, {q(col('error'))} = v.error, "
+        f"{q(col('lease_owner'))} = '', {q(col('lease_expires_at'))} = NULL, "
+        f"{q(col('revision'))} = {table}.{q(col('revision'))} + 1, "
+        f"{q(col('completed_at'))} = v.completed_at "
+        f"FROM (VALUES {rows}) AS v ({', '.join(FINISH_VALUES)}) "
+        f"WHERE {table}.{q(meta.pk.column)} = v.pk "
+        f"AND {table}.{q(col('status'))} = '{Status.RUNNING}' "
+        f"AND {table}.{q(col('lease_owner'))} = v.owner "
+        f"AND {table}.{q(col('attempts'))} = v.attempt "
+        f"RETURNING v.i"
+    )
+
+
 def write_held(lease: Any, sql: str, params: list[Any], connection: Any) -> int:
     """``sql`` (ending in the fencing condition) for ``lease``; the rows it changed."""
     with connection.cursor() as cursor:

@@ -19,6 +19,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import close_old_connections, connections, transaction
+from django.db.models import QuerySet
 
 from .. import outages
 from ..broadcast import WORKERS_GROUP, layer_trouble, receive_forever
@@ -35,14 +36,20 @@ Report = Callable[[str], None]
 
 
 def _pick_pending(limit: int) -> list[StreamTask]:
-    """Up to ``limit`` pending tasks of every StreamTask model, oldest first."""
-    found: list[StreamTask] = []
+    """Up to ``limit`` pending tasks of every StreamTask model, oldest first; the models kept in
+    one database are read in one transaction."""
+    by_database: dict[str, list[QuerySet]] = {}
     for model in stream_task_models():
         rows = model.objects.claimable().order_by("created_at", "pk")
-        with transaction.atomic(using=rows.db):
-            if connections[rows.db].features.has_select_for_update_skip_locked:
-                rows = rows.select_for_update(skip_locked=True)
-            found.extend(rows[:limit])
+        by_database.setdefault(rows.db, []).append(rows)
+    found: list[StreamTask] = []
+    for alias, querysets in by_database.items():
+        skip_locked = connections[alias].features.has_select_for_update_skip_locked
+        with transaction.atomic(using=alias):
+            for rows in querysets:
+                if skip_locked:
+                    rows = rows.select_for_update(skip_locked=True)
+                found.extend(rows[:limit])
     found.sort(key=lambda task: task.created_at)
     return found[:limit]
 
@@ -123,13 +130,23 @@ class Worker:
             free = self.concurrency - len(self.coordinator.running_keys)
             if free <= 0:
                 break
+            candidates = await pick_pending(free)
+            if self._stopping:
+                break
+            # All at once: their claims wait together, so the committer makes them one UPDATE
+            # (runner/leases.py) instead of one thread hop each.
+            outcomes = await asyncio.gather(
+                *(self.coordinator.run_pending(task) for task in candidates),
+                return_exceptions=True,
+            )
             won = 0
-            for task in await pick_pending(free):
-                if self._stopping:
-                    break
-                if await self.coordinator.run_pending(task):
+            for task, outcome in zip(candidates, outcomes, strict=True):
+                if outcome is True:
                     won += 1
                     self._watch(task)
+            failures = [o for o in outcomes if isinstance(o, BaseException)]
+            if failures:
+                raise failures[0]  # the ones won above run and are watched all the same
             if not won:  # nothing pending, or every candidate went to another worker
                 break
             claimed += won

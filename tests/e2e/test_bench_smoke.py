@@ -86,3 +86,26 @@ def test_the_table_and_the_plot_are_written(smoke):
                   TABLE_HEAD):
         assert label in table
     assert (out / "latest.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_short_tasks_run_embedded_and_by_one_and_two_workers_each_with_its_events(tmp_path):
+    """``python -m bench.workers --smoke``: every task of every run completed, its log whole."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.workers", "--smoke", "--out", str(tmp_path),
+         "--redis-url", os.environ["REDIS_URL"]],
+        cwd=ROOT, capture_output=True, text=True, timeout=110,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((tmp_path / "workers.json").read_text())
+    runs = {run["label"]: run for run in results["runs"] if "check" in run}
+    assert list(runs) == ["embedded", "1 worker", "2 workers"]
+    assert [run["label"] for run in results["runs"]].count("baseline") == 2
+    for label, run in runs.items():
+        count = results["tasks"]
+        assert run["count"] == run["completed"] == count > 0, label
+        check = run["check"]
+        assert check["tasks"] == check["whole"] == check["statuses"]["completed"] == count, label
+        assert (check["missing"], check["doubled"]) == (0, 0), label
+    assert all(run["tasks_per_s"] > 0 for run in results["runs"])
+    assert results["whole"] is True
+    assert result.stdout.strip() == (tmp_path / "workers.md").read_text().strip()

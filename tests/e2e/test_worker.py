@@ -13,6 +13,7 @@ from channels.layers import get_channel_layer
 from demo.models import ExampleTask, FailingTask
 from streamapp import broadcast
 from streamapp.coordinator import coordinator
+from streamapp.runner import leases
 from streamapp.runner.worker import Worker
 from tests.testapp.models import BurstTask, StepTask
 
@@ -123,6 +124,68 @@ async def test_run_pending_claims_only_pending_tasks():
     assert await coordinator.run_pending(task) is False  # failed: start_task may, a worker not
     await task.arefresh_from_db()
     assert task.status == "failed" and task.attempts == 1
+
+
+async def test_a_new_task_is_handed_over_even_when_a_worker_takes_it_at_once(
+    settings, monkeypatch
+):
+    """Saved pending by start_task is handed over, whatever a worker did with it since."""
+    settings.STREAMAPP = {**settings.STREAMAPP, "RUN_TASKS": False}
+    layer = get_channel_layer()
+    waker = await layer.new_channel()
+    await layer.group_add(broadcast.WORKERS_GROUP, waker)
+    create = leases.create
+
+    async def create_and_lose_the_race(task):
+        await create(task)  # a worker woken for another task claims this one at once:
+        await type(task).objects.filter(pk=task.pk).aupdate(status="running")
+
+    monkeypatch.setattr(leases, "create", create_and_lose_the_race)
+    task = ExampleTask(message="new", delay=0)
+
+    assert await coordinator.start_task(task) is True
+    assert (await asyncio.wait_for(layer.receive(waker), timeout=5))["type"] == "workers.wake"
+
+
+async def test_the_tasks_a_worker_picks_are_claimed_together_in_one_group(monkeypatch):
+    tasks = [await StepTask.objects.acreate(label=str(i)) for i in range(4)]
+    groups = []
+    claim_all = leases._claim_all
+
+    def claim_and_count(claims):
+        groups.append(sorted(task.pk for task, *_ in claims))
+        return claim_all(claims)
+
+    monkeypatch.setattr(leases, "_claim_all", claim_and_count)
+
+    assert await Worker(concurrency=4).claim_available() == 4
+    assert groups == [sorted(task.pk for task in tasks)]  # one thread hop, one UPDATE
+    for task in tasks:
+        await task.send_signal("step", "stop")
+        assert await coordinator.wait_task(task, timeout=5)
+        await task.arefresh_from_db()
+        assert task.status == "completed" and task.attempts == 1
+
+
+async def test_wake_ups_asked_for_while_one_is_sent_share_the_next_one(monkeypatch):
+    sending, go_on, sent = asyncio.Event(), asyncio.Event(), []
+
+    async def group_send(group, message):
+        sent.append((group, message["type"]))
+        sending.set()
+        await go_on.wait()
+        return True
+
+    monkeypatch.setattr(broadcast, "_group_send", group_send)
+    first = [asyncio.create_task(broadcast.wake_workers()) for _ in range(5)]
+    await asyncio.wait_for(sending.wait(), timeout=5)
+    later = [asyncio.create_task(broadcast.wake_workers()) for _ in range(5)]
+    await asyncio.sleep(0)  # let them ask while the first wake-up is still being sent
+    assert len(sent) == 1  # theirs may already have been read: they wait for another one
+
+    go_on.set()
+    assert await asyncio.wait_for(asyncio.gather(*first, *later), timeout=5) == [True] * 10
+    assert sent == [(broadcast.WORKERS_GROUP, "workers.wake")] * 2
 
 
 async def test_stop_ends_running_tasks_within_the_shutdown_timeout(start_worker, settings):

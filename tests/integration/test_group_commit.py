@@ -129,3 +129,74 @@ async def test_a_new_task_is_saved_with_the_others_started_at_the_same_moment():
         await task.arefresh_from_db()
         assert (task.status, task.last_seq, task.attempts) == ("completed", 3, 1)
         assert [seq for seq, _ in await store.since(task.task_key, 0)] == [1, 2, 3]
+
+
+async def test_outcomes_recorded_together_share_one_commit_each_under_its_own_lease(
+    monkeypatch,
+):
+    held = await claimed(4)
+    stale_task, stale_lease = held[1]
+    await StepTask.objects.filter(pk=stale_task.pk).aupdate(attempts=stale_lease.attempt + 1)
+    groups = []
+    finish_together = leases._finish_together
+
+    def watched(outcomes, alias):
+        groups.append((len(outcomes), connections[alias].in_atomic_block))
+        return finish_together(outcomes, alias)
+
+    monkeypatch.setattr(leases, "_finish_together", watched)
+    async with statements() as sql:
+        outcomes = await asyncio.gather(
+            *(leases.finish(lease, "completed", last_seq=0, final_value=n)
+              for n, (_, lease) in enumerate(held)),
+            return_exceptions=True,
+        )
+    assert [type(o).__name__ for o in outcomes] == ["NoneType", "LeaseLost", "NoneType",
+                                                    "NoneType"]
+    assert groups == [(4, True)]  # the four together, in one transaction: one commit
+    updates = [q for q in sql if q.startswith("UPDATE")]
+    # PostgreSQL: one UPDATE from a VALUES list; elsewhere one each, in that transaction.
+    assert len(updates) == (1 if connections["default"].vendor == "postgresql" else 4)
+    for n, (task, _) in enumerate(held):
+        await task.arefresh_from_db()
+        if task is stale_task:
+            assert (task.status, task.final_value) == ("running", None)  # fenced out
+        else:
+            assert (task.status, task.final_value, task.lease_owner) == ("completed", n, "")
+            assert task.completed_at is not None and task.revision == 2  # claimed, finished
+
+
+async def test_an_outcome_the_database_refuses_fails_alone():
+    held = await claimed(3)
+    refused = object()  # no JSON for it: its UPDATE fails, and the transaction with it
+    outcomes = await asyncio.gather(
+        *(leases.finish(lease, "completed", last_seq=0, final_value=refused if n == 1 else n)
+          for n, (_, lease) in enumerate(held)),
+        return_exceptions=True,
+    )
+    assert [type(o).__name__ for o in outcomes] == ["NoneType", "TypeError", "NoneType"]
+    statuses = []
+    for task, _ in held:
+        await task.arefresh_from_db()
+        statuses.append(task.status)
+    assert statuses == ["completed", "running", "completed"]  # the others written on their own
+
+
+async def test_outcomes_of_every_kind_written_together_read_back_as_written():
+    held = await claimed(3)
+    error = {"type": "ValueError", "message": "no"}
+    await asyncio.gather(
+        leases.finish(held[0][1], "completed", last_seq=4, final_value={"rows": [1, 2]}),
+        leases.finish(held[1][1], "failed", last_seq=2, error=error),
+        leases.finish(held[2][1], "pending", last_seq=1, error=error),  # a retry
+    )
+    found = []
+    for task, _ in held:
+        await task.arefresh_from_db()
+        found.append((task.status, task.last_seq, task.final_value, task.error,
+                      task.completed_at is None, task.lease_owner, task.lease_expires_at))
+    assert found == [
+        ("completed", 4, {"rows": [1, 2]}, None, False, "", None),
+        ("failed", 2, None, error, False, "", None),
+        ("pending", 1, None, error, True, "", None),
+    ]

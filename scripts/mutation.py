@@ -34,6 +34,8 @@ MODULES: dict[str, list[str]] = {
     "streamapp/eventlog/store.py": ["tests/unit/test_store.py"],
     "streamapp/eventlog/stream.py": ["tests/unit/test_stream.py"],
     "streamapp/runner/leases.py": ["tests/unit/test_leases.py"],
+    "streamapp/runner/outcomes.py": ["tests/unit/test_leases.py",
+                                     "tests/integration/test_group_commit.py"],
     "streamapp/runner/sweeper.py": ["tests/unit/test_sweeper.py"],
     "streamapp/runner/run.py": ["tests/unit/test_run.py"],
 }

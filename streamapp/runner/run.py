@@ -21,7 +21,7 @@ from ..dbretry import TRANSIENT_ERRORS, with_retries
 from ..eventlog.stream import EventStream
 from ..exceptions import LeaseLost
 from ..models import Status, StreamTask
-from . import leases
+from . import leases, outcomes
 from .control import ControlChannel
 
 logger = logging.getLogger("streamapp.runner")
@@ -183,7 +183,7 @@ class Run:
         last_seq = self.stream.logged_seq if self.stream is not None else task.last_seq
         try:
             await self.retrying(
-                lambda: leases.finish(
+                lambda: outcomes.finish(
                     self.lease, outcome.status, last_seq=last_seq,
                     final_value=outcome.final_value, error=outcome.error,
                 ),

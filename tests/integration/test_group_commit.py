@@ -15,7 +15,7 @@ from streamapp.coordinator import coordinator
 from streamapp.eventlog import commits, store
 from streamapp.eventlog.store import LoggedEvent
 from streamapp.exceptions import LeaseLost
-from streamapp.runner import leases
+from streamapp.runner import leases, outcomes
 from tests.testapp.models import BurstTask, StepTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -57,12 +57,12 @@ async def test_appends_that_wait_together_share_one_insert_each_behind_its_own_f
     await StepTask.objects.filter(pk=stale_task.pk).aupdate(attempts=stale_lease.attempt + 1)
 
     async with statements() as sql:
-        outcomes = await asyncio.gather(
+        answers = await asyncio.gather(
             *(store.append(task.task_key, events(task, 1, 3), lease.rows())
               for task, lease in held),
             return_exceptions=True,
         )
-    assert [type(o).__name__ for o in outcomes] == ["NoneType", "LeaseLost", "NoneType",
+    assert [type(o).__name__ for o in answers] == ["NoneType", "LeaseLost", "NoneType",
                                                     "NoneType"]
     inserts = [q for q in sql if q.startswith("INSERT")]
     assert len(inserts) == 1 and inserts[0].count("UNION ALL") == 3
@@ -75,12 +75,12 @@ async def test_a_batch_that_breaks_the_shared_statement_fails_alone():
     held = await claimed(3)
     first_task, first_lease = held[0]
     await store.append(first_task.task_key, events(first_task, 1, 1), first_lease.rows())
-    outcomes = await asyncio.gather(
+    answers = await asyncio.gather(
         *(store.append(task.task_key, events(task, 1, 2), lease.rows()) for task, lease in held),
         return_exceptions=True,
     )  # seq 1 of the first task is logged already: only its batch breaks the unique key
-    assert outcomes[0] is not None and not isinstance(outcomes[0], LeaseLost)
-    assert outcomes[1:] == [None, None]
+    assert answers[0] is not None and not isinstance(answers[0], LeaseLost)
+    assert answers[1:] == [None, None]
     assert [seq for seq, _ in await store.since(first_task.task_key, 0)] == [1]
 
 
@@ -138,20 +138,20 @@ async def test_outcomes_recorded_together_share_one_commit_each_under_its_own_le
     stale_task, stale_lease = held[1]
     await StepTask.objects.filter(pk=stale_task.pk).aupdate(attempts=stale_lease.attempt + 1)
     groups = []
-    finish_together = leases._finish_together
+    finish_together = outcomes._finish_together
 
-    def watched(outcomes, alias):
-        groups.append((len(outcomes), connections[alias].in_atomic_block))
-        return finish_together(outcomes, alias)
+    def watched(written, alias):
+        groups.append((len(written), connections[alias].in_atomic_block))
+        return finish_together(written, alias)
 
-    monkeypatch.setattr(leases, "_finish_together", watched)
+    monkeypatch.setattr(outcomes, "_finish_together", watched)
     async with statements() as sql:
-        outcomes = await asyncio.gather(
-            *(leases.finish(lease, "completed", last_seq=0, final_value=n)
+        answers = await asyncio.gather(
+            *(outcomes.finish(lease, "completed", last_seq=0, final_value=n)
               for n, (_, lease) in enumerate(held)),
             return_exceptions=True,
         )
-    assert [type(o).__name__ for o in outcomes] == ["NoneType", "LeaseLost", "NoneType",
+    assert [type(o).__name__ for o in answers] == ["NoneType", "LeaseLost", "NoneType",
                                                     "NoneType"]
     assert groups == [(4, True)]  # the four together, in one transaction: one commit
     updates = [q for q in sql if q.startswith("UPDATE")]
@@ -169,12 +169,12 @@ async def test_outcomes_recorded_together_share_one_commit_each_under_its_own_le
 async def test_an_outcome_the_database_refuses_fails_alone():
     held = await claimed(3)
     refused = object()  # no JSON for it: its UPDATE fails, and the transaction with it
-    outcomes = await asyncio.gather(
-        *(leases.finish(lease, "completed", last_seq=0, final_value=refused if n == 1 else n)
+    answers = await asyncio.gather(
+        *(outcomes.finish(lease, "completed", last_seq=0, final_value=refused if n == 1 else n)
           for n, (_, lease) in enumerate(held)),
         return_exceptions=True,
     )
-    assert [type(o).__name__ for o in outcomes] == ["NoneType", "TypeError", "NoneType"]
+    assert [type(o).__name__ for o in answers] == ["NoneType", "TypeError", "NoneType"]
     statuses = []
     for task, _ in held:
         await task.arefresh_from_db()
@@ -186,9 +186,9 @@ async def test_outcomes_of_every_kind_written_together_read_back_as_written():
     held = await claimed(3)
     error = {"type": "ValueError", "message": "no"}
     await asyncio.gather(
-        leases.finish(held[0][1], "completed", last_seq=4, final_value={"rows": [1, 2]}),
-        leases.finish(held[1][1], "failed", last_seq=2, error=error),
-        leases.finish(held[2][1], "pending", last_seq=1, error=error),  # a retry
+        outcomes.finish(held[0][1], "completed", last_seq=4, final_value={"rows": [1, 2]}),
+        outcomes.finish(held[1][1], "failed", last_seq=2, error=error),
+        outcomes.finish(held[2][1], "pending", last_seq=1, error=error),  # a retry
     )
     found = []
     for task, _ in held:

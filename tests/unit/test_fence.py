@@ -20,7 +20,7 @@ from streamapp import protocol
 from streamapp.eventlog import store
 from streamapp.eventlog.store import LoggedEvent
 from streamapp.exceptions import LeaseLost
-from streamapp.runner import leases
+from streamapp.runner import leases, outcomes
 from streamapp.runner.sweeper import WORKER_LOST_ERROR
 from tests.conftest import USING_POSTGRES
 from tests.runnerapp.models import RetryTask
@@ -62,7 +62,7 @@ async def assert_refused(lease: leases.Lease, key: str, seq: int) -> None:
     with pytest.raises(LeaseLost):
         await leases.renew(lease, lease_seconds=30)
     with pytest.raises(LeaseLost):
-        await leases.finish(lease, "completed", last_seq=seq + 2, final_value="stale")
+        await outcomes.finish(lease, "completed", last_seq=seq + 2, final_value="stale")
 
     task = await lease.model.objects.aget(pk=lease.pk)
     after = (task.status, task.lease_owner, task.lease_expires_at, task.last_seq, task.revision)
@@ -79,7 +79,7 @@ async def test_the_holder_writes_under_its_lease():
     old_expiry = (await row_of(task)).lease_expires_at
     await leases.renew(lease, lease_seconds=60)
     assert (await row_of(task)).lease_expires_at > old_expiry
-    await leases.finish(lease, "completed", last_seq=3, final_value=3)
+    await outcomes.finish(lease, "completed", last_seq=3, final_value=3)
 
     row = await row_of(task)
     assert (row.status, row.last_seq, row.final_value, row.lease_owner) == ("completed", 3, 3, "")
@@ -106,7 +106,7 @@ async def test_a_stale_attempt_of_the_same_owner_is_refused():
 
     await assert_refused(first, task.task_key, 3)
     await store.append(task.task_key, events(task.task_key, 3, 3), fence=second.rows())
-    await leases.finish(second, "completed", last_seq=3)
+    await outcomes.finish(second, "completed", last_seq=3)
     assert (await row_of(task)).status == "completed"
 
 
@@ -126,7 +126,7 @@ async def test_an_expired_lease_is_refused_once_swept_not_before():
 async def test_a_cancelled_or_finished_run_writes_nothing_more():
     task = await StepTask.objects.acreate()
     lease = await leases.claim(task, OWNER, lease_seconds=30)
-    await leases.finish(lease, "cancelled", last_seq=0)
+    await outcomes.finish(lease, "cancelled", last_seq=0)
     await assert_refused(lease, task.task_key, 1)
 
 

@@ -15,7 +15,7 @@ from streamapp.eventlog import store
 from streamapp.eventlog.store import LoggedEvent
 from streamapp.exceptions import LeaseLost
 from streamapp.models import Status
-from streamapp.runner import leases
+from streamapp.runner import leases, outcomes
 from tests.runnerapp.models import RetryTask
 from tests.testapp.models import StepTask
 
@@ -59,7 +59,7 @@ async def test_claiming_a_pending_task_makes_it_running_under_the_lease():
 
 async def test_a_task_can_be_claimed_again_once_it_ended_and_counts_its_attempts():
     task = await running()
-    await leases.finish(task.lease, Status.FAILED, last_seq=0, error=ERROR)
+    await outcomes.finish(task.lease, Status.FAILED, last_seq=0, error=ERROR)
     again = await leases.claim(task, OTHER, 60.0)
     assert again.attempt == 2 and again != task.lease
     seen = await row(task)
@@ -104,7 +104,7 @@ async def test_renew_fails_once_the_task_is_no_longer_running():
 async def test_a_lease_of_an_earlier_attempt_is_gone_even_for_the_same_owner():
     task = await running()
     first = task.lease
-    await leases.finish(first, Status.FAILED, last_seq=0, error=ERROR)
+    await outcomes.finish(first, Status.FAILED, last_seq=0, error=ERROR)
     await leases.claim(task, ME, 30.0)  # this same process runs it again
     with pytest.raises(LeaseLost):
         await leases.renew(first, 90.0)
@@ -112,7 +112,7 @@ async def test_a_lease_of_an_earlier_attempt_is_gone_even_for_the_same_owner():
 
 async def test_finish_records_the_outcome_and_lets_go_of_the_lease():
     task = await running()
-    await leases.finish(task.lease, Status.COMPLETED, last_seq=7, final_value={"rows": 3})
+    await outcomes.finish(task.lease, Status.COMPLETED, last_seq=7, final_value={"rows": 3})
     seen = await row(task)
     assert (seen.status, seen.last_seq, seen.final_value, seen.error, seen.revision) == (
         Status.COMPLETED, 7, {"rows": 3}, None, 2,
@@ -123,7 +123,7 @@ async def test_finish_records_the_outcome_and_lets_go_of_the_lease():
 
 async def test_finish_as_pending_again_is_not_completed():
     task = await running()
-    await leases.finish(task.lease, Status.PENDING, last_seq=2, error=ERROR)
+    await outcomes.finish(task.lease, Status.PENDING, last_seq=2, error=ERROR)
     seen = await row(task)
     assert (seen.status, seen.error, seen.completed_at) == (Status.PENDING, ERROR, None)
 
@@ -132,14 +132,14 @@ async def test_finish_by_a_worker_that_lost_the_lease_changes_nothing():
     task = await running()
     stranger = leases.Lease(StepTask, task.pk, OTHER, task.lease.attempt)
     with pytest.raises(LeaseLost, match="the lease is gone; outcome .* not recorded"):
-        await leases.finish(stranger, Status.FAILED, last_seq=9, error=ERROR)
+        await outcomes.finish(stranger, Status.FAILED, last_seq=9, error=ERROR)
     seen = await row(task)
     assert (seen.status, seen.lease_owner, seen.last_seq, seen.revision) == (
         Status.RUNNING, ME, 0, 1,
     )
     await StepTask.objects.filter(pk=task.pk).aupdate(status=Status.FAILED)
     with pytest.raises(LeaseLost):
-        await leases.finish(task.lease, Status.COMPLETED, last_seq=9)
+        await outcomes.finish(task.lease, Status.COMPLETED, last_seq=9)
     assert (await row(task)).status == Status.FAILED
 
 
@@ -221,7 +221,7 @@ async def test_cancel_pending_records_who_cancelled():
 async def test_a_lease_holds_its_own_task_only():
     """Two tasks of one worker, both on their first attempt: each lease writes its own row."""
     mine, neighbour = await running(), await running()
-    await leases.finish(mine.lease, Status.COMPLETED, last_seq=1)
+    await outcomes.finish(mine.lease, Status.COMPLETED, last_seq=1)
     await leases.renew(neighbour.lease, 90.0)
     seen = await row(neighbour)
     assert seen.status == Status.RUNNING and near(seen.lease_expires_at, 90)

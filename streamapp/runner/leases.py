@@ -1,4 +1,5 @@
-"""Task leases: the only code that writes the lifecycle and lease columns of a task row.
+"""Task leases: the only code that writes the lifecycle and lease columns of a task row (with
+outcomes.py, which writes a run's last one).
 
 Every write is conditional; the database decides ownership. A write that matches no row means
 the caller lost: it stops and does not argue.

@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "storm.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
-    return 0
+    whole = result["complete"] and not result["seq_errors"] and not result["not_back"]
+    return 0 if whole else 1
 
 
 if __name__ == "__main__":

@@ -109,3 +109,19 @@ def test_short_tasks_run_embedded_and_by_one_and_two_workers_each_with_its_event
     assert all(run["tasks_per_s"] > 0 for run in results["runs"])
     assert results["whole"] is True
     assert result.stdout.strip() == (tmp_path / "workers.md").read_text().strip()
+
+
+def test_a_small_reconnect_storm_brings_every_socket_back_with_its_whole_stream(tmp_path):
+    """``python -m bench.storm`` at a small size: daphne restarts under streaming sockets."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.storm", "--sockets", "40", "--processes", "2",
+         "--rate", "5", "--seconds", "8", "--give-up", "30", "--out", str(tmp_path),
+         "--redis-url", os.environ["REDIS_URL"]],
+        cwd=ROOT, capture_output=True, text=True, timeout=110,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    storm = json.loads((tmp_path / "storm.json").read_text())
+    assert storm["reconnects"] == 40  # every socket was closed by the restart, and came back
+    assert (storm["not_back"], storm["not_streaming"], storm["seq_errors"]) == (0, 0, 0)
+    assert storm["received"] == storm["expected"] == 40 * 40 and storm["complete"] is True
+    assert storm["up_seconds"] <= storm["back_seconds"] <= storm["streaming_seconds"]

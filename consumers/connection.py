@@ -199,6 +199,10 @@ class SocketConnection(AsyncWebsocketConsumer):
             return None
         return self.close_now(code)
 
+    def close_sent(self) -> bool:
+        """Has everything written to this socket left the process (streamapp.handover)?"""
+        return self.outlet.sent()
+
     async def fail(self) -> None:
         """Our failure: say so, close 1011 (4011 under daphne); the client resumes with since."""
         if self.closing:

@@ -79,6 +79,11 @@ class SocketOutlet:
         """Write a close frame now, without awaiting (daphne's transport); False elsewhere."""
         return self._backlog is not None and self._backlog.close_now(code)
 
+    def sent(self) -> bool:
+        """Has this process handed the kernel everything written (or is the socket gone)?"""
+        backlog = self._backlog
+        return backlog is None or backlog.closed or backlog.held() == 0
+
     async def drained(self, timeout: float) -> bool:
         """Wait until the client has everything sent so far (or the socket is gone)."""
         if self._backlog is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Protocol
 
@@ -21,12 +22,19 @@ logger = logging.getLogger("streamapp.handover")
 CLOSE_WAIT_SECONDS = 1.0
 
 
+# How often shutdown looks whether the close frames written at once have left the process.
+WRITTEN_POLL_SECONDS = 0.01
+
+
 class Closable(Protocol):
     """A socket, as the handover sees it."""
 
     def close_for_restart(self, code: int) -> Awaitable[None] | None:
         """Start closing with ``code`` now: None when the close frame is already written,
         else an awaitable that finishes it."""
+
+    def close_sent(self) -> bool:
+        """Has everything written to this socket, its close frame too, left this process?"""
 
 
 class OpenSockets:
@@ -53,7 +61,7 @@ class OpenSockets:
         sockets, self._sockets = list(self._sockets), {}
         if sockets:
             logger.info("closing sockets for a restart count=%d code=%d", len(sockets), code)
-        pending = []
+        pending, written = [], []
         for socket in sockets:
             try:
                 closing = socket.close_for_restart(code)
@@ -62,6 +70,10 @@ class OpenSockets:
                 continue
             if closing is not None:
                 pending.append(asyncio.ensure_future(closing))
+            else:
+                written.append(socket)
+        if written:
+            pending.append(asyncio.ensure_future(_sent(written)))
         return pending
 
     async def aclose_all(
@@ -75,6 +87,22 @@ class OpenSockets:
                 if closing.done() and not closing.cancelled() and closing.exception():
                     logger.warning("closing a socket for a restart failed",
                                    exc_info=closing.exception())
+
+
+async def _sent(sockets: list[Closable]) -> None:
+    """Until the close frames written at once have left this process.
+
+    daphne writes a frame into Twisted's buffer; the reactor hands it to the kernel on a later
+    turn of the loop, and not at all once the socket's kernel buffer is full (a client behind
+    on its stream). When daphne stops, Twisted drops its connections with whatever they still
+    hold: the client would see the connection reset (1006), not 1012/4012, and not know to
+    come back at once. So shutdown waits for them, at most CLOSE_WAIT_SECONDS.
+    """
+    deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+    while sockets and time.monotonic() < deadline:
+        sockets = [socket for socket in sockets if not socket.close_sent()]
+        if sockets:
+            await asyncio.sleep(WRITTEN_POLL_SECONDS)
 
 
 open_sockets = OpenSockets()

@@ -20,7 +20,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from ..conf import app_settings
-from ..handover import open_sockets
+from ..handover import CLOSE_WAIT_SECONDS, open_sockets
 from .coordinator import coordinator
 
 logger = logging.getLogger("streamapp.runner")
@@ -40,7 +40,7 @@ async def server_stopping(closing: list[asyncio.Future[None]] | None = None) -> 
     if closing is None:
         await open_sockets.aclose_all()
     elif closing:
-        await asyncio.wait(closing, timeout=1.0)
+        await asyncio.wait(closing, timeout=CLOSE_WAIT_SECONDS)
     if app_settings.RUN_TASKS:
         logger.info("server stopping: shutting the coordinator down")
         await coordinator.shutdown()

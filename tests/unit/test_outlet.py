@@ -178,3 +178,14 @@ def test_close_at_once_writes_the_close_frame_with_the_code_daphne_allows(outlet
     assert protocol.closed_with == [4012]
     protocol.state = protocol.STATE_CLOSING
     assert not outlet.close_at_once(1000) and protocol.closed_with == [4012]
+
+
+def test_sent_once_nothing_is_held_in_this_process(outlet, transport):
+    transport.hold(1)
+    assert not outlet.sent()  # one byte still in Twisted's buffer
+    transport.empty()
+    assert outlet.sent()
+    transport.hold(LIMIT * 10)
+    transport.connected = False
+    assert outlet.sent()  # gone: nothing more will leave
+    assert SocketOutlet(None, None, LIMIT).sent()  # without daphne: the server's own business

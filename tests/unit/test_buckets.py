@@ -353,10 +353,15 @@ def clock():
     return T0
 
 
-def test_a_cache_that_is_not_redis_counts_in_this_process(fresh_stores):
+def test_a_cache_that_is_not_redis_counts_in_this_process(fresh_stores, settings):
+    settings.CACHES = {
+        **settings.CACHES,
+        "limits": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    }
+    settings.STREAMAPP = {**settings.STREAMAPP, "RATE_LIMIT_CACHE": "limits"}
     limits, prefix = buckets.store(clock)
     assert isinstance(limits, LocalLimits)
-    assert prefix == caches["default"].make_key("streamapp:rl:")
+    assert prefix == caches["limits"].make_key("streamapp:rl:") == ":1:streamapp:rl:"
     assert buckets.store(clock) == (limits, prefix)  # one store per cache, kept
 
 

@@ -48,6 +48,16 @@ async def listening(*groups):
     return heard
 
 
+async def until(condition, timeout=5.0):
+    """Let the loop run until ``condition()`` holds."""
+
+    async def turns():
+        while not condition():
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(turns(), timeout)
+
+
 async def test_an_expired_task_fails_as_worker_lost_and_subscribers_are_told():
     task = await abandoned()
     await StepTask.objects.filter(pk=task.pk).aupdate(last_seq=2)
@@ -206,13 +216,3 @@ async def test_the_sweeper_holds_off_through_an_outage_and_one_heartbeat_after_i
     assert outage_seen[0] is True and not outages.database.down
     assert "database unavailable, riding it out what=sweep error=OperationalError" in caplog.text
     assert "sweep failed" not in caplog.text
-
-
-async def until(condition, timeout=5.0):
-    """Let the loop run until ``condition()`` holds."""
-
-    async def turns():
-        while not condition():
-            await asyncio.sleep(0.001)
-
-    await asyncio.wait_for(turns(), timeout)

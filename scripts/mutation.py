@@ -29,6 +29,7 @@ MODULES: dict[str, list[str]] = {
     "consumers/outlet.py": ["tests/unit/test_outlet.py"],
     "consumers/protocol.py": ["tests/unit/test_protocol.py"],
     "consumers/limits.py": ["tests/unit/test_limits.py"],
+    "streamapp/asgi/buckets.py": ["tests/unit/test_buckets.py"],
     "streamapp/asgi/handshakes.py": ["tests/unit/test_handshakes.py"],
     "streamapp/protocol.py": ["tests/unit/test_server_protocol.py"],
     "streamapp/eventlog/store.py": ["tests/unit/test_store.py"],

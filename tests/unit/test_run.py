@@ -7,11 +7,15 @@ never by sleeps (scripts/mutation runs these).
 from __future__ import annotations
 
 import asyncio
+import re
+from types import SimpleNamespace
 
 import pytest
 from channels.layers import get_channel_layer
+from django.db import OperationalError
+from django.utils import timezone
 
-from streamapp import broadcast
+from streamapp import broadcast, outages
 from streamapp.eventlog import store
 from streamapp.models import Status
 from streamapp.runner import leases
@@ -281,21 +285,108 @@ async def test_error_of_names_the_exception_and_its_message():
 
 @pytest.fixture
 def beating(settings, monkeypatch):
-    """Heartbeats every 10 ms; ``renewals`` tells each one, ``fail`` makes renewals raise."""
+    """Heartbeats every 10 ms. ``renewals`` gets the lease seconds of each renewal made, or the
+    name of the error a renewal raised; ``failures`` are raised by the next renewals, in order,
+    and ``always`` (when set) by every renewal after them."""
     settings.STREAMAPP = {**settings.STREAMAPP, "HEARTBEAT_SECONDS": 0.01, "LEASE_SECONDS": 30.0}
     real_renew = leases.renew
-    state = {"renewals": asyncio.Queue(), "fail": False}
+    state = SimpleNamespace(renewals=asyncio.Queue(), failures=[], always=None)
 
-    async def renew(task, owner, lease_seconds):
-        if state["fail"]:
-            state["renewals"].put_nowait("failed")
-            raise RuntimeError("database away")
-        held = await real_renew(task, owner, lease_seconds)
-        state["renewals"].put_nowait((held, lease_seconds))
-        return held
+    async def renew(lease, lease_seconds):
+        error = state.failures.pop(0) if state.failures else state.always
+        if error is not None:
+            state.renewals.put_nowait(type(error).__name__)
+            raise error
+        await real_renew(lease, lease_seconds)
+        state.renewals.put_nowait(lease_seconds)
 
     monkeypatch.setattr(leases, "renew", renew)
     return state
+
+
+async def renewal(beating):
+    return await asyncio.wait_for(beating.renewals.get(), timeout=5)
+
+
+async def test_the_heartbeat_renews_the_lease_for_lease_seconds_and_the_control_membership(
+    beating,
+):
+    task, run, heard = await claimed()
+    await StepTask.objects.filter(pk=task.pk).aupdate(lease_expires_at=timezone.now())
+    job = await started(run)
+    assert await renewal(beating) == 30.0
+    seen = await row(task)
+    assert (seen.lease_expires_at - timezone.now()).total_seconds() > 25
+    await until(lambda: run.control.joins)  # after a renewal, the control membership too
+    assert run.control.joins[0] == task.task_key
+    assert await renewal(beating) == 30.0  # and again, a heartbeat later
+    run.context.deliver_signal("step", "stop")
+    await asyncio.wait_for(job, timeout=5)
+    assert (await row(task)).status == Status.COMPLETED
+    await asyncio.wait([run.heartbeat], timeout=5)
+    assert run.heartbeat.cancelled()  # the run's end stopped its heartbeat
+
+
+async def test_a_lease_taken_by_another_worker_stops_the_run_at_its_next_heartbeat(
+    beating, caplog
+):
+    task, run, heard = await claimed()
+    job = await started(run)
+    await StepTask.objects.filter(pk=task.pk).aupdate(lease_owner="host:9:sweeper-retried")
+    await asyncio.wait_for(job, timeout=5)  # no signal: the heartbeat stopped process()
+    assert run.lease_lost and run.stop_reason == LEASE_LOST and run.work.cancelled()
+    seen = await row(task)
+    assert (seen.status, seen.lease_owner) == (Status.RUNNING, "host:9:sweeper-retried")
+    assert await heard.shape() == [("state", "running", 0)]
+    assert caplog.text.count(f"lease lost, stopping key={task.task_key}") == 1
+
+
+async def test_a_heartbeat_the_database_missed_is_tried_again_within_the_lease(beating, caplog):
+    beating.failures.append(OperationalError("server closed the connection"))
+    task, run, heard = await claimed()
+    job = await started(run)
+    assert await renewal(beating) == "OperationalError"
+    assert await renewal(beating) == 30.0  # retried, not left to the next heartbeat's turn
+    run.context.deliver_signal("step", "stop")
+    await asyncio.wait_for(job, timeout=5)
+    assert run.stop_reason is None and (await row(task)).status == Status.COMPLETED
+    assert outages.database.failed_by_kind == {"heartbeat": 1} and not outages.database.down
+    assert "heartbeat failed" not in caplog.text
+
+
+async def test_a_database_away_longer_than_a_lease_fails_the_task_saying_so(
+    beating, settings, caplog
+):
+    settings.STREAMAPP = {**settings.STREAMAPP, "LEASE_SECONDS": 0.05}
+    beating.always = OperationalError("server closed the connection")
+    task, run, heard = await claimed()
+    job = await started(run)
+    await asyncio.wait_for(job, timeout=5)  # a lease, not the default patience
+    assert run.stop_reason == "database" and run.work.cancelled()
+    seen = await row(task)
+    assert seen.status == Status.FAILED and seen.error["type"] == "OperationalError"
+    assert re.fullmatch(
+        rf"the database did not answer for \d+ s \(heartbeat of {task.task_key}\); gave up: "
+        "server closed the connection",
+        seen.error["message"],
+    )
+    assert (await heard.shape())[-1] == ("state", "failed", 0)
+    assert f"database away too long, failing the task key={task.task_key}" in caplog.text
+    assert beating.renewals.qsize() >= 2  # it went on trying meanwhile
+
+
+async def test_a_heartbeat_that_fails_for_another_reason_is_logged_and_the_run_goes_on(
+    beating, caplog
+):
+    beating.failures.append(RuntimeError("a bug"))
+    task, run, heard = await claimed()
+    job = await started(run)
+    assert await renewal(beating) == "RuntimeError"
+    assert await renewal(beating) == 30.0  # the next heartbeat
+    run.context.deliver_signal("step", "stop")
+    await asyncio.wait_for(job, timeout=5)
+    assert run.stop_reason is None and (await row(task)).status == Status.COMPLETED
+    assert f"heartbeat failed key={task.task_key}" in caplog.text
 
 
 # -- what goes wrong around process() --------------------------------------------------------
@@ -307,13 +398,27 @@ def failing_writes(monkeypatch):
     real_append = store.append
 
     def fail(what):
-        async def broken(key, batch):
+        async def broken(*args, **kwargs):
             raise RuntimeError("disk full")
 
         monkeypatch.setattr(store, what, broken)
 
     yield fail
     monkeypatch.setattr(store, "append", real_append)
+
+
+async def test_events_that_could_not_be_logged_fail_a_completed_run(failing_writes):
+    task, run, heard = await claimed()
+    job = await started(run)
+    failing_writes("append")
+    run.context.deliver_signal("step", "go")
+    run.context.deliver_signal("step", "stop")
+    await asyncio.wait_for(job, timeout=5)
+    assert run.work.result() == 1  # process() itself completed
+    seen = await row(task)
+    assert (seen.status, seen.error, seen.final_value, seen.last_seq) == (
+        Status.FAILED, {"type": "RuntimeError", "message": "disk full"}, None, 0,
+    )
 
 
 async def test_a_failed_run_keeps_its_own_error_when_its_events_could_not_be_logged_either(
@@ -362,9 +467,12 @@ async def test_an_outcome_recorded_before_the_stream_opened_keeps_the_task_last_
 
 
 async def test_a_new_run_has_nothing_under_way():
-    task, run, heard = await claimed()
-    assert (run.stream, run.job, run.work, run.stop_reason) == (None, None, None, None)
-    assert run.key == task.task_key and run.owner == OWNER
+    task = await StepTask.objects.acreate()
+    run = Run(task, OWNER, Control())
+    assert (run.lease, run.stream, run.job, run.work, run.heartbeat, run.stop_reason) == (
+        None, None, None, None, None, None,
+    )  # the coordinator tells a run it could not claim by its lease
+    assert run.key == task.task_key and run.owner == OWNER and not run.lease_lost
 
 
 async def test_a_cancel_that_names_who_cancelled_records_it():
@@ -391,3 +499,89 @@ async def test_a_lost_lease_overrides_any_other_stop():
     await asyncio.wait_for(job, timeout=5)
     assert run.stopped_outcome().status == LEASE_LOST
     assert (await row(task)).status == Status.RUNNING
+
+
+# -- the lease lost by a write of the run ----------------------------------------------------
+
+
+@pytest.fixture
+def finishes(monkeypatch):
+    """The outcomes the run tried to write (leases.finish), in order."""
+    real_finish = leases.finish
+    tried = []
+
+    async def finish(lease, status, **kwargs):
+        tried.append(status)
+        return await real_finish(lease, status, **kwargs)
+
+    monkeypatch.setattr(leases, "finish", finish)
+    return tried
+
+
+async def test_an_event_the_fence_refuses_stops_the_run_and_nothing_more_is_written(finishes):
+    task, run, heard = await claimed()
+    job = await started(run)
+    await StepTask.objects.filter(pk=task.pk).aupdate(lease_owner="host:9:thief")
+    run.context.deliver_signal("step", "go")
+    await asyncio.wait_for(job, timeout=5)  # no "stop": the refused write stopped process()
+    assert run.lease_lost and run.work.cancelled()
+    assert await store.current_seq(task.task_key) == 0 and finishes == []
+    assert await heard.shape() == [("state", "running", 0)]
+    assert (await row(task)).lease_owner == "host:9:thief"
+
+
+async def test_a_run_whose_last_events_the_fence_refused_records_nothing(finishes, caplog):
+    """process() returned, then its last events were refused: the run is over for this
+    process, and it does not try to write its outcome."""
+    task, run, heard = await claimed()
+    job = await started(run)
+    await StepTask.objects.filter(pk=task.pk).aupdate(lease_owner="host:9:thief")
+    run.context.deliver_signal("step", "go")
+    run.context.deliver_signal("step", "stop")
+    await asyncio.wait_for(job, timeout=5)
+    assert run.work.result() == 1 and run.lease_lost
+    assert finishes == [] and await store.current_seq(task.task_key) == 0
+    assert f"lease lost, task abandoned key={task.task_key}" in caplog.text
+    assert await heard.shape() == [("state", "running", 0)]
+
+
+# -- the outcome's write ---------------------------------------------------------------------
+
+
+async def test_an_outcome_the_database_missed_is_recorded_once_it_answers(monkeypatch, finishes):
+    recording = leases.finish  # the spy: it counts the tries that reach the database
+    tries = []
+
+    async def finish(*args, **kwargs):
+        tries.append(args[1])
+        if len(tries) == 1:
+            raise OperationalError("server closed the connection")
+        return await recording(*args, **kwargs)
+
+    monkeypatch.setattr(leases, "finish", finish)
+    task, run, heard = await claimed()
+    job = await started(run)
+    run.context.deliver_signal("step", "stop")
+    await asyncio.wait_for(job, timeout=5)
+    assert tries == [Status.COMPLETED, Status.COMPLETED] and finishes == [Status.COMPLETED]
+    assert (await row(task)).status == Status.COMPLETED
+    assert outages.database.failed_by_kind == {"final status": 1} and not outages.database.down
+    assert await heard.shape() == [("state", "running", 0), ("state", "completed", 0)]
+
+
+async def test_only_a_failed_task_gets_its_on_failure_hook():
+    calls = []
+
+    async def on_failure(error):
+        calls.append(error)
+
+    for stop in ("stop", "cancel"):
+        task, run, heard = await claimed(on_failure=on_failure)
+        job = await started(run)
+        if stop == "stop":
+            run.context.deliver_signal("step", "stop")
+        else:
+            run.stop("cancel")
+        await asyncio.wait_for(job, timeout=5)
+        assert (await row(task)).status in (Status.COMPLETED, Status.CANCELLED)
+    assert calls == []

@@ -1,7 +1,8 @@
 """EventStream (streamapp/eventlog/stream.py) on the real log and the in-memory channel layer.
 
-Numbering, batching by size, announcing only what is logged, back-pressure, trimming, and a
-failed write surfacing (scripts/mutation runs these).
+Numbering, batching by size, announcing only what is logged, back-pressure, trimming, a
+failed write surfacing, and a database outage ridden out for up to a lease (scripts/mutation
+runs these).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import json
 
 import pytest
 from channels.layers import get_channel_layer
+from django.db import OperationalError
 from django.utils import timezone
 
-from streamapp import broadcast, protocol
+from streamapp import broadcast, outages, protocol
 from streamapp.eventlog import store, stream
 from streamapp.eventlog.stream import EventStream, emit_once
 from streamapp.exceptions import EventTooLarge, LeaseLost
@@ -275,3 +277,81 @@ async def test_a_lost_lease_without_a_listener_still_fails_the_stream():
     await events.emit("step", 1)
     with pytest.raises(LeaseLost):
         await events.drain()
+
+
+# -- the database away -----------------------------------------------------------------------
+
+
+def failing_for(monkeypatch, name, times, error=None):
+    """``store.<name>`` raises ``error`` (an OperationalError: the database went away) its
+    first ``times`` calls (None: every call)."""
+    real = getattr(store, name)
+    error = error or OperationalError("server closed the connection")
+    calls = []
+
+    async def flaky(*args, **kwargs):
+        calls.append(args)
+        if times is None or len(calls) <= times:
+            raise error
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(store, name, flaky)
+    return calls
+
+
+async def test_a_write_the_database_missed_is_tried_again_and_lands_once(announced, monkeypatch):
+    calls = failing_for(monkeypatch, "append", times=2)
+    events = EventStream(KEY, 0)
+    await events.emit("step", 1)
+    await events.emit("step", 2)
+    await asyncio.wait_for(events.drain(), timeout=5)
+    assert len(calls) == 3 and [[e.seq for e in batch] for _, batch, _ in calls] == [[1, 2]] * 3
+    assert [s for s, _ in await store.since(KEY, 0)] == [1, 2] and events.logged_seq == 2
+    assert [seqs(m) for m in await announced(1)] == [[1, 2]]
+    assert not outages.database.down  # the write that landed ended the outage
+
+
+async def test_a_database_away_longer_than_a_lease_fails_the_stream_and_says_so(
+    settings, monkeypatch
+):
+    settings.STREAMAPP = {**settings.STREAMAPP, "LEASE_SECONDS": 0.05}
+    calls = failing_for(monkeypatch, "append", times=None)
+    events = EventStream(KEY, 0)
+    await events.emit("step", 1)
+    with pytest.raises(OperationalError, match=(
+        rf"^the database did not answer for \d+ s \(event log of {KEY}\); gave up: "
+        "server closed the connection$"
+    )):
+        await asyncio.wait_for(events.drain(), timeout=5)  # a lease, not the default patience
+    assert len(calls) >= 2  # it tried again meanwhile
+    with pytest.raises(OperationalError):
+        await events.emit("step", 2)
+    assert await store.current_seq(KEY) == 0
+
+
+async def test_a_trim_the_database_missed_waits_for_the_next_batch(monkeypatch, caplog):
+    calls = failing_for(monkeypatch, "trim", times=1)
+    events = EventStream(KEY, 0, retention=2)
+    for n in range(3):
+        await events.emit("step", n)
+    await events.drain()  # 3 logged, one over: the trim fails, the events stay written
+    assert len(calls) == 1 and events.logged_seq == 3
+    assert [s for s, _ in await store.since(KEY, 0)] == [1, 2, 3]
+    assert outages.database.down and outages.database.failed_by_kind == {"event log trim": 1}
+    assert "database unavailable, riding it out what=event log trim error=OperationalError" in (
+        caplog.text
+    )
+    await events.emit("step", 3)
+    await events.drain()
+    assert [s for s, _ in await store.since(KEY, 0)] == [3, 4]
+
+
+async def test_a_trim_that_fails_for_another_reason_fails_the_stream(monkeypatch):
+    failing_for(monkeypatch, "trim", times=None, error=RuntimeError("no such table"))
+    events = EventStream(KEY, 0, retention=1)
+    await events.emit("step", 1)
+    await events.emit("step", 2)
+    with pytest.raises(RuntimeError, match="no such table"):
+        await events.drain()
+    with pytest.raises(RuntimeError):
+        await events.emit("step", 3)

@@ -8,8 +8,9 @@ import logging
 
 import pytest
 from channels.layers import get_channel_layer
+from django.db import OperationalError
 
-from streamapp import broadcast
+from streamapp import broadcast, outages
 from streamapp.eventlog import store
 from streamapp.eventlog.store import LoggedEvent
 from streamapp.models import Status
@@ -45,6 +46,16 @@ async def listening(*groups):
                 return messages
 
     return heard
+
+
+async def until(condition, timeout=5.0):
+    """Let the loop run until ``condition()`` holds."""
+
+    async def turns():
+        while not condition():
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(turns(), timeout)
 
 
 async def test_an_expired_task_fails_as_worker_lost_and_subscribers_are_told():
@@ -152,3 +163,56 @@ async def test_sweeping_goes_on_after_a_failed_sweep(monkeypatch, settings, capl
         with pytest.raises(asyncio.CancelledError):
             await running
     assert "sweep failed" in caplog.text and len(calls) >= 2
+
+
+# -- after a database outage -----------------------------------------------------------------
+
+
+def test_owners_have_had_time_to_renew_when_there_was_no_outage():
+    assert sweeper.owners_had_time_to_renew()
+
+
+def test_owners_have_not_had_time_to_renew_during_an_outage():
+    outages.database.failed("sweep", OperationalError("gone"))
+    assert not sweeper.owners_had_time_to_renew()
+
+
+@pytest.mark.parametrize(("since_return", "had_time"), [(9.99, False), (10.0, True), (10.01, True)])
+def test_owners_have_had_time_to_renew_one_heartbeat_after_the_outage(
+    settings, monkeypatch, since_return, had_time
+):
+    settings.STREAMAPP = {**settings.STREAMAPP, "HEARTBEAT_SECONDS": 10.0}
+    outages.database.failed("sweep", OperationalError("gone"))
+    outages.database.answered()
+    monkeypatch.setattr(outages.database, "seconds_since_return", lambda: since_return)
+    assert sweeper.owners_had_time_to_renew() is had_time
+
+
+async def test_the_sweeper_holds_off_through_an_outage_and_one_heartbeat_after_it(
+    monkeypatch, settings, caplog
+):
+    settings.STREAMAPP = {**settings.STREAMAPP, "SWEEP_SECONDS": 0.01, "HEARTBEAT_SECONDS": 0.05}
+    calls = []
+    outage_seen = []
+
+    async def sweep(*, hold_off=False):
+        calls.append(hold_off)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection")
+        outage_seen.append(outages.database.down)
+        return 0
+
+    monkeypatch.setattr(sweeper, "sweep", sweep)
+    running = asyncio.create_task(sweeper.sweep_forever())
+    try:
+        await until(lambda: len(calls) > 2 and calls[-1] is False)
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    # the failed sweep started an outage (reported as one, not as a failed sweep); the next
+    # sweep only looks, and ends it; sweeping resumes a heartbeat later
+    assert calls[0] is False and calls[1] is True and set(calls[1:-1]) == {True}
+    assert outage_seen[0] is True and not outages.database.down
+    assert "database unavailable, riding it out what=sweep error=OperationalError" in caplog.text
+    assert "sweep failed" not in caplog.text

@@ -16,6 +16,7 @@ from streamapp.eventlog import commits, store
 from streamapp.eventlog.store import LoggedEvent
 from streamapp.exceptions import LeaseLost
 from streamapp.runner import leases, outcomes
+from tests.runnerapp.models import RetryTask
 from tests.testapp.models import BurstTask, StepTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -200,3 +201,34 @@ async def test_outcomes_of_every_kind_written_together_read_back_as_written():
         ("failed", 2, None, error, False, "", None),
         ("pending", 1, None, error, True, "", None),
     ]
+
+
+async def test_two_outcomes_share_a_commit_and_each_model_its_own_statement(monkeypatch):
+    """From two outcomes on, one transaction; the outcomes of each model apart, whatever the
+    order they came in (a statement names one model's table)."""
+    step = await claimed(2)
+    retry = [(task, await leases.claim(task, "owner-a", 30))
+             for task in [await RetryTask.objects.acreate() for _ in range(2)]]
+    finish_together = outcomes._finish_together
+    groups = []
+
+    def watched(written, alias):
+        groups.append(({o.lease.model for o in written}, len(written),
+                       connections[alias].in_atomic_block))
+        return finish_together(written, alias)
+
+    monkeypatch.setattr(outcomes, "_finish_together", watched)
+    await asyncio.gather(*(outcomes.finish(lease, "completed", last_seq=0) for _, lease in step))
+    assert groups == [({StepTask}, 2, True)]
+    groups.clear()
+    mixed = [*await claimed(1), *retry]
+    answers = await asyncio.gather(
+        *(outcomes.finish(lease, "completed", last_seq=0) for _, lease in mixed),
+        return_exceptions=True,
+    )
+    assert answers == [None, None, None]
+    assert sorted((sorted(m.__name__ for m in models), n) for models, n, _ in groups) == [
+        (["RetryTask"], 2), (["StepTask"], 1)]
+    assert all(in_transaction for _, _, in_transaction in groups)
+    for task, _ in mixed:
+        assert (await type(task).objects.aget(pk=task.pk)).status == "completed"

@@ -6,18 +6,22 @@ Every write is one conditional UPDATE; these pin each condition and each column 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
+from django.db import IntegrityError, connection
+from django.db.models.signals import post_save
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from streamapp.eventlog import store
 from streamapp.eventlog.store import LoggedEvent
 from streamapp.exceptions import LeaseLost
-from streamapp.models import Status
-from streamapp.runner import leases, outcomes
+from streamapp.models import STARTABLE_STATUSES, Status
+from streamapp.runner import lease_sql, leases, outcomes
 from tests.runnerapp.models import RetryTask
-from tests.testapp.models import StepTask
+from tests.testapp.models import BurstTask, StepTask
 
 # Flushing only these apps' tables after each test keeps a test to milliseconds.
 pytestmark = pytest.mark.django_db(
@@ -235,3 +239,125 @@ async def test_expire_looks_at_its_own_task_only():
     assert await leases.expire(live, error=ERROR) is None
     assert (await row(live)).status == Status.RUNNING
     assert (await leases.expire(expired, error=ERROR)).last_seq == 9
+
+
+def claims_of(tasks, owner=ME, seconds=30.0):
+    return [(task, owner, seconds, tuple(STARTABLE_STATUSES)) for task in tasks]
+
+
+def updates_while(run):
+    with CaptureQueriesContext(connection) as queries:
+        answer = run()
+    return answer, [q["sql"] for q in queries if q["sql"].startswith("UPDATE")]
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["RETURNING", "no RETURNING"])
+def test_claims_that_wait_together_win_what_is_startable_each_read_back(monkeypatch, returning):
+    """One UPDATE for the group where the database answers with the rows it changed (SQLite
+    3.35+, PostgreSQL), else one each and the row read again; either way the same leases."""
+    monkeypatch.setattr(lease_sql, "returns_rows", lambda _: returning)
+    first, taken, last = (StepTask.objects.create() for _ in range(3))
+    assert leases._claim_all(claims_of([taken], owner=OTHER))[0] is not None
+    store.insert_many([(last.task_key, [LoggedEvent(1, "e", "{}", timezone.now()),
+                                        LoggedEvent(2, "e", "{}", timezone.now())], None)])
+    answers, updates = updates_while(lambda: leases._claim_all(claims_of([first, taken, last])))
+    assert len(updates) == (1 if returning else 3)
+    won_first, lost, won_last = answers
+    assert lost is None
+    assert (won_first.pk, won_first.owner, won_first.attempt, won_first.logged_seq) == (
+        first.pk, ME, 1, 0)
+    assert (won_last.pk, won_last.attempt, won_last.logged_seq) == (last.pk, 1, 2)
+    for task in (first, last):  # the callers' instances: the row as the claim left it
+        assert (task.status, task.lease_owner, task.attempts) == (Status.RUNNING, ME, 1)
+        assert near(task.lease_expires_at, 30)
+    assert StepTask.objects.get(pk=taken.pk).lease_owner == OTHER
+
+
+def test_a_claim_group_that_fails_answers_its_own_claims_and_the_next_group_still_claims(
+    monkeypatch,
+):
+    claim_group = leases._claim_group
+    broken = RuntimeError("the statement failed")
+
+    def failing_for_steptasks(model, *args):
+        if model is StepTask:
+            raise broken
+        return claim_group(model, *args)
+
+    monkeypatch.setattr(leases, "_claim_group", failing_for_steptasks)
+    step_tasks = [StepTask.objects.create() for _ in range(2)]
+    retry_task = RetryTask.objects.create()
+    answers = leases._claim_all(claims_of([*step_tasks, retry_task]))
+    assert answers[:2] == [broken, broken]
+    assert answers[2] is not None and answers[2].pk == retry_task.pk
+
+
+def test_new_tasks_saved_together_are_one_insert_per_model_each_with_its_own_answer():
+    fresh = [StepTask(), StepTask()]
+    other_model = RetryTask()
+    with CaptureQueriesContext(connection) as queries:
+        answers = leases._create_all([fresh[0], other_model, fresh[1]])
+    assert answers == [None, None, None]
+    inserts = [q["sql"] for q in queries if q["sql"].startswith("INSERT")]
+    shared = connection.features.can_return_rows_from_bulk_insert
+    assert len(inserts) == (2 if shared else 3)
+    for task in (*fresh, other_model):
+        assert task.pk is not None
+        assert type(task).objects.get(pk=task.pk).status == Status.PENDING
+    clash = StepTask(pk=fresh[0].pk)  # a pk already taken: that statement fails
+    answers = leases._create_all([clash, StepTask(), RetryTask()])
+    assert isinstance(answers[0], Exception)
+    # With one INSERT for the model, its other task hears the same error; alone, it went in.
+    assert answers[1] is (answers[0] if shared else None)
+    assert answers[2] is None
+
+
+def test_a_lease_names_its_row_only_while_it_holds_it():
+    task = StepTask.objects.create()
+    lease = leases._claim_all(claims_of([task]))[0]
+    sql, params = lease.fence_sql(connection)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        assert [pk for (pk,) in cursor.fetchall()] == [task.pk]
+    assert list(lease.rows().values_list("pk", flat=True)) == [task.pk]
+    StepTask.objects.filter(pk=task.pk).update(attempts=2)  # claimed again meanwhile
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        assert cursor.fetchall() == []
+    assert not lease.rows().exists()
+
+
+def test_a_lone_new_task_is_inserted_with_save_never_written_over_another():
+    saved = []
+
+    def note(sender, instance, created, **kwargs):
+        saved.append((instance.pk, created))
+
+    post_save.connect(note, sender=BurstTask)
+    try:
+        alone = BurstTask(count=3)
+        assert leases._create_all([alone]) == [None]
+        assert saved == [(alone.pk, True)]  # a lone task goes through save(): its signals fire
+        clash = BurstTask(pk=alone.pk, count=9)
+        [error] = leases._create_all([clash])
+        assert isinstance(error, IntegrityError)  # an INSERT, not an UPDATE of the other row
+        assert BurstTask.objects.get(pk=alone.pk).count == 3
+    finally:
+        post_save.disconnect(note, sender=BurstTask)
+
+
+def test_a_lease_matches_only_its_own_running_row():
+    task, neighbour = StepTask.objects.create(), StepTask.objects.create()
+    lease, _ = leases._claim_all(claims_of([task, neighbour]))  # same owner, same attempt
+    assert list(lease.rows().values_list("pk", flat=True)) == [task.pk]
+    StepTask.objects.filter(pk=task.pk).update(lease_owner=OTHER)
+    assert not lease.rows().exists()
+    StepTask.objects.filter(pk=task.pk).update(lease_owner=ME, status=Status.COMPLETED)
+    assert not lease.rows().exists()
+
+
+async def test_create_saves_a_new_task_pending_with_the_others_of_the_moment():
+    tasks = [StepTask(), StepTask(), RetryTask()]
+    assert await asyncio.gather(*(leases.create(task) for task in tasks)) == [None] * 3
+    for task in tasks:
+        assert (await type(task).objects.aget(pk=task.pk)).status == Status.PENDING

@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connections
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from streamapp.coordinator import coordinator
@@ -65,6 +66,8 @@ async def test_appends_that_wait_together_share_one_insert_each_behind_its_own_f
         )
     assert [type(o).__name__ for o in answers] == ["NoneType", "LeaseLost", "NoneType",
                                                     "NoneType"]
+    assert str(answers[1]) == (f"{stale_task.task_key}: the run's lease is gone; "
+                               "3 events not logged")
     inserts = [q for q in sql if q.startswith("INSERT")]
     assert len(inserts) == 1 and inserts[0].count("UNION ALL") == 3
     for task, _ in held:
@@ -232,3 +235,57 @@ async def test_two_outcomes_share_a_commit_and_each_model_its_own_statement(monk
     assert all(in_transaction for _, _, in_transaction in groups)
     for task, _ in mixed:
         assert (await type(task).objects.aget(pk=task.pk)).status == "completed"
+
+
+def test_batches_share_statements_up_to_the_parameter_limit_and_a_bigger_one_goes_alone(
+    monkeypatch,
+):
+    """Five parameters an event: with a limit of 30, two batches of 3 events fill a statement
+    exactly, the next batch starts another, and a batch of 7 events (35) goes alone, itself
+    split where the limit falls."""
+    connection = connections["default"]
+    if not connection.features.can_return_rows_from_bulk_insert:
+        pytest.skip("a database that cannot say which rows went in writes each batch alone")
+    monkeypatch.setattr(connection.features, "max_query_params", 30)
+    sizes = {"a": 3, "b": 3, "c": 2, "d": 7, "e": 1}
+    batches = [(f"testapp.steptask.{name}", events(None, 1, count), None)
+               for name, count in sizes.items()]
+    with CaptureQueriesContext(connection) as queries:
+        assert store.insert_many(batches) == [None] * 5
+    inserts = [q["sql"] for q in queries if q["sql"].startswith("INSERT")]
+    # a + b together; d alone, in two statements (6 events fill one); c + e together
+    assert len(inserts) == 4
+    shared = [sql for sql in inserts if " UNION ALL " in sql]
+    assert sorted(sql.count("VALUES") for sql in shared) == [2, 2]
+    for key, stored in zip(sizes, batches, strict=True):
+        assert [seq for seq, _ in async_to_sync(store.since)(stored[0], 0)] == list(
+            range(1, sizes[key] + 1))
+    # Two batches fill a statement, and the last one is left on its own: it goes alone.
+    batches = [(f"testapp.steptask.{name}", events(None, 1, count), None)
+               for name, count in {"x": 3, "y": 3, "z": 1}.items()]
+    with CaptureQueriesContext(connection) as queries:
+        assert store.insert_many(batches) == [None] * 3
+    inserts = [q["sql"] for q in queries if q["sql"].startswith("INSERT")]
+    assert [sql.count("UNION ALL") for sql in inserts] == [1, 0]
+    assert [seq for seq, _ in async_to_sync(store.since)("testapp.steptask.z", 0)] == [1]
+    # After a flush the count starts again from nothing: q and r fill the next one exactly.
+    batches = [(f"testapp.steptask.{name}", events(None, 1, count), None)
+               for name, count in {"p": 6, "q": 3, "r": 3}.items()]
+    with CaptureQueriesContext(connection) as queries:
+        assert store.insert_many(batches) == [None] * 3
+    inserts = [q["sql"] for q in queries if q["sql"].startswith("INSERT")]
+    assert [sql.count("UNION ALL") for sql in inserts] == [0, 1]
+
+
+def test_a_batch_too_big_to_share_a_statement_still_goes_behind_its_fence(monkeypatch):
+    connection = connections["default"]
+    monkeypatch.setattr(connection.features, "max_query_params", 30)
+    task = StepTask.objects.create()
+    [lease] = leases._claim_all([(task, "owner-a", 30.0, ("pending",))])
+    StepTask.objects.filter(pk=task.pk).update(attempts=lease.attempt + 1)  # taken from it
+    answers = store.insert_many([
+        ("testapp.steptask.small", events(None, 1, 1), None),
+        (task.task_key, events(task, 1, 7), lease.rows()),
+    ])
+    assert answers[0] is None and isinstance(answers[1], LeaseLost)
+    assert async_to_sync(store.since)(task.task_key, 0) == []

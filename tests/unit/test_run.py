@@ -18,7 +18,7 @@ from django.utils import timezone
 from streamapp import broadcast, outages
 from streamapp.eventlog import store
 from streamapp.models import Status
-from streamapp.runner import leases
+from streamapp.runner import leases, outcomes
 from streamapp.runner.control import ControlChannel
 from streamapp.runner.run import (
     LEASE_LOST,
@@ -506,15 +506,15 @@ async def test_a_lost_lease_overrides_any_other_stop():
 
 @pytest.fixture
 def finishes(monkeypatch):
-    """The outcomes the run tried to write (leases.finish), in order."""
-    real_finish = leases.finish
+    """The outcomes the run tried to write (outcomes.finish), in order."""
+    real_finish = outcomes.finish
     tried = []
 
     async def finish(lease, status, **kwargs):
         tried.append(status)
         return await real_finish(lease, status, **kwargs)
 
-    monkeypatch.setattr(leases, "finish", finish)
+    monkeypatch.setattr(outcomes, "finish", finish)
     return tried
 
 
@@ -549,7 +549,7 @@ async def test_a_run_whose_last_events_the_fence_refused_records_nothing(finishe
 
 
 async def test_an_outcome_the_database_missed_is_recorded_once_it_answers(monkeypatch, finishes):
-    recording = leases.finish  # the spy: it counts the tries that reach the database
+    recording = outcomes.finish  # the spy: it counts the tries that reach the database
     tries = []
 
     async def finish(*args, **kwargs):
@@ -558,7 +558,7 @@ async def test_an_outcome_the_database_missed_is_recorded_once_it_answers(monkey
             raise OperationalError("server closed the connection")
         return await recording(*args, **kwargs)
 
-    monkeypatch.setattr(leases, "finish", finish)
+    monkeypatch.setattr(outcomes, "finish", finish)
     task, run, heard = await claimed()
     job = await started(run)
     run.context.deliver_signal("step", "stop")

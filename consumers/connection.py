@@ -119,6 +119,9 @@ class SocketConnection(AsyncWebsocketConsumer):
             await self.fail()
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
+        if open_sockets.refusing:  # this server is stopping: refused, not yet accepted
+            await self.close()
+            raise StopConsumer
         self.user = self.scope.get("user")
         unread_token = note_connection(self.scope)
         if unread_token is not None:

@@ -42,6 +42,14 @@ class OpenSockets:
 
     def __init__(self) -> None:
         self._sockets: dict[Closable, None] = {}
+        self.refusing = False  # the server is stopping: new sockets are refused (stop_taking)
+
+    def stop_taking(self) -> None:
+        """The server is going away but still listens for a while (daphne waits for its
+        consumers to end): a socket that connects from now on is refused before it is accepted,
+        so its client tries again and reaches another server or this one's successor, instead
+        of being accepted here and dropped without a close frame when the process exits."""
+        self.refusing = True
 
     def add(self, socket: Closable) -> None:
         self._sockets[socket] = None

@@ -68,6 +68,7 @@ def on_server_start() -> None:
 
 def on_server_stop() -> Deferred | None:
     """Before the reactor stops: every socket's close frame now, then the coordinator's drain."""
+    open_sockets.stop_taking()
     closing = open_sockets.close_all()  # synchronous: daphne's trigger cancels the sockets next
     if not app_settings.RUN_TASKS and not closing:
         return None

@@ -12,11 +12,18 @@ import pytest
 
 from demo.models import SlowTask
 from streamapp.coordinator import coordinator
+from streamapp.handover import open_sockets
 from streamapp.runner import leases, server_hooks
 from tests.support.helpers import receive_until_closed
 from tests.testapp.models import StepTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def taking_sockets_again(monkeypatch):
+    """on_server_stop stops this process taking sockets; the next test's process takes them."""
+    monkeypatch.setattr(open_sockets, "refusing", False)
 
 
 def test_the_hooks_are_registered_on_the_installed_twisted_reactor():
@@ -49,3 +56,18 @@ async def test_web_processes_that_run_no_tasks_have_nothing_to_start_or_stop(set
     server_hooks.on_server_start()
     assert server_hooks.on_server_stop() is None
     assert coordinator.running_keys == []
+
+
+async def test_once_the_server_stops_a_new_socket_is_refused_before_it_is_accepted(
+    settings, communicator_for
+):
+    """daphne still listens while it waits for its consumers to end: a client that reconnects
+    at once must not land here and be dropped at exit without a close frame."""
+    settings.STREAMAPP = {**settings.STREAMAPP, "RUN_TASKS": False}
+    task = await StepTask.objects.acreate()
+    before = await communicator_for(task)
+    assert (await before.receive_json_from(timeout=5))["type"] == "state"
+    server_hooks.on_server_stop()
+    closed = await before.receive_output(timeout=5)
+    assert (closed["type"], closed["code"]) == ("websocket.close", 1012)  # 4012 under daphne
+    await communicator_for(task, expect_accept=False)  # refused: its client goes elsewhere

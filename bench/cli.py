@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -80,24 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.parts:
         sizes = replace(sizes, parts=args.parts)
     raise_fd_limit()  # the daphne subprocesses inherit it
-    prefix = f"bench{uuid.uuid4().hex[:10]}"  # every Redis key of this run starts with it
     uses_redis = any(layer != "memory" for layer in sizes.layers)
-    if uses_redis:
-        check_redis(args.redis_url)
-    with tempfile.TemporaryDirectory(prefix="streamapp-bench-") as scratch:
-        config = ServerConfig(
-            redis_url=args.redis_url, layer_prefix=prefix, database_url=args.database_url,
-            sqlite_path=Path(scratch) / "bench.sqlite3", log_dir=args.out / "logs",
-        )
-        config.migrate()
-        try:
-            results = asyncio.run(run_benchmark(
-                sizes, config, args.out, progress=lambda line: print(line, file=sys.stderr),
-                profile_subscribers=args.profile, profile_parts=args.profile_parts,
-            ))
-        finally:
-            if uses_redis:
-                forget_keys(args.redis_url, prefix)
+    with scratch_run(args.redis_url, args.out / "logs", uses_redis) as config:
+        results = asyncio.run(run_benchmark(
+            sizes, config(args.database_url), args.out,
+            progress=lambda line: print(line, file=sys.stderr),
+            profile_subscribers=args.profile, profile_parts=args.profile_parts,
+        ))
     data, table, chart = report.write(results, args.out)
     print(table.read_text())
     print(f"written: {data}, {table}, {chart}", file=sys.stderr)
@@ -106,6 +97,32 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(table, DOCS / "bench.md")
         print(f"published: {DOCS / 'bench.md'}, {DOCS / 'bench.png'}", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def scratch_run(
+    redis_url: str, log_dir: Path, uses_redis: bool = True
+) -> Iterator[Callable[..., ServerConfig]]:
+    """One benchmark command's servers: a Redis key prefix of their own (deleted afterwards:
+    the Redis server is shared) and a scratch folder for SQLite. Yields ``config(database_url,
+    name)``, which makes a migrated ServerConfig."""
+    if uses_redis:
+        check_redis(redis_url)
+    prefix = f"bench{uuid.uuid4().hex[:10]}"  # every Redis key of this run starts with it
+    with tempfile.TemporaryDirectory(prefix="streamapp-bench-") as scratch:
+
+        def config(database_url: str | None = None, name: str = "bench.sqlite3") -> ServerConfig:
+            made = ServerConfig(redis_url=redis_url, layer_prefix=prefix,
+                                database_url=database_url, sqlite_path=Path(scratch) / name,
+                                log_dir=log_dir)
+            made.migrate()
+            return made
+
+        try:
+            yield config
+        finally:
+            if uses_redis:
+                forget_keys(redis_url, prefix)
 
 
 def check_redis(url: str) -> None:

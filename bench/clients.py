@@ -18,6 +18,21 @@ FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 CONNECTING_AT_ONCE = 50  # below daphne's listen backlog (50): no handshake waits for a SYN retry
 
 
+
+async def all_in(sockets: Any, quiet: float, limit: float) -> bool:
+    """Until ``sockets.all_done`` is set (True), or no frame came for ``quiet`` s, or ``limit``
+    s passed (False). ``sockets.last_frame_at``: when the last frame of any socket came."""
+    give_up = time.time() + limit
+    while not sockets.all_done.is_set():
+        try:
+            async with asyncio.timeout(quiet):
+                await sockets.all_done.wait()
+        except TimeoutError:
+            now = time.time()
+            if now - sockets.last_frame_at >= quiet or now > give_up:
+                return False
+    return True
+
 class Audience:
     """Sockets on the given URLs, each expecting ``events`` events of its group.
 
@@ -81,16 +96,7 @@ class Audience:
 
         ``limit``: seconds after which to give up even while frames still trickle in.
         """
-        give_up = time.time() + limit
-        while not self.all_done.is_set():
-            try:
-                async with asyncio.timeout(quiet):
-                    await self.all_done.wait()
-            except TimeoutError:
-                now = time.time()
-                if now - self.last_frame_at >= quiet or now > give_up:
-                    return False
-        return True
+        return await all_in(self, quiet, limit)
 
     async def close(self) -> None:
         await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)

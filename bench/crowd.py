@@ -22,6 +22,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from .clients import all_in
+
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 MAX_FAILURES = 20  # seq errors described, per load-generator process
 RETRY_SECONDS = 0.05  # between refused reconnects (a server coming back up)
@@ -178,18 +180,8 @@ class Worker:
                 "seconds": time.time() - began}
 
     async def wait(self, quiet: float, limit: float) -> dict[str, Any]:
-        give_up = time.time() + limit
         cpu, wall = time.process_time(), time.time()
-        complete = True
-        while not self.all_done.is_set():
-            try:
-                async with asyncio.timeout(quiet):
-                    await self.all_done.wait()
-            except TimeoutError:
-                now = time.time()
-                if now - self.last_frame_at >= quiet or now > give_up:
-                    complete = False
-                    break
+        complete = await all_in(self, quiet, limit)
         return self.report(complete, time.process_time() - cpu, time.time() - wall)
 
     def report(self, complete: bool, cpu: float, wall: float) -> dict[str, Any]:

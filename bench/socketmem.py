@@ -11,12 +11,10 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
-from .cli import DEFAULT_OUT, check_redis, forget_keys
+from .cli import DEFAULT_OUT, scratch_run
 from .clients import Audience
 from .measure import WARM_UP_SOCKETS, settled_rss
 from .server import BenchServer, ServerConfig, raise_fd_limit, wait_until_idle
@@ -102,30 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     raise_fd_limit()
-    prefix = f"bench{uuid.uuid4().hex[:10]}"
-    if args.layer != "memory":
-        check_redis(args.redis_url)
     wanted = args.targets.split(",")
     results = []
-    with tempfile.TemporaryDirectory(prefix="streamapp-socketmem-") as scratch:
-        config = ServerConfig(
-            redis_url=args.redis_url, layer_prefix=prefix, database_url=None,
-            sqlite_path=Path(scratch) / "bench.sqlite3", log_dir=DEFAULT_OUT / "logs",
-        )
-        config.migrate()
-        try:
-            for target in TARGETS:
-                if target.name in wanted:
-                    result = asyncio.run(
-                        breakdown(args.layer, config, target, args.sockets, args.traced)
-                    )
-                    results.append(result)
-                    print(show(result, args.rows), flush=True)
-                    if target.name != "floor" and results[0]["target"] == "floor":
-                        print(compare(result, results[0], args.rows), flush=True)
-        finally:
-            if args.layer != "memory":
-                forget_keys(args.redis_url, prefix)
+    with scratch_run(args.redis_url, DEFAULT_OUT / "logs", args.layer != "memory") as make:
+        config = make()
+        for target in TARGETS:
+            if target.name in wanted:
+                result = asyncio.run(
+                    breakdown(args.layer, config, target, args.sockets, args.traced)
+                )
+                results.append(result)
+                print(show(result, args.rows), flush=True)
+                if target.name != "floor" and results[0]["target"] == "floor":
+                    print(compare(result, results[0], args.rows), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

@@ -29,13 +29,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from .cli import DEFAULT_OUT, check_redis, forget_keys
+from .cli import DEFAULT_OUT, scratch_run
 from .crowd import Crowd
 from .server import ROOT, BenchServer, ServerConfig, raise_fd_limit, wait_until_idle
 from .targets import BASELINE, STREAMAPP
@@ -155,18 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     raise_fd_limit()
-    check_redis(args.redis_url)
-    prefix = f"bench{uuid.uuid4().hex[:10]}"
-    with tempfile.TemporaryDirectory(prefix="streamapp-storm-") as scratch:
-        config = ServerConfig(
-            redis_url=args.redis_url, layer_prefix=prefix, database_url=args.database_url,
-            sqlite_path=Path(scratch) / "bench.sqlite3", log_dir=args.out / "logs",
-        )
-        config.migrate()
-        try:
-            result = asyncio.run(storm(args, config))
-        finally:
-            forget_keys(args.redis_url, prefix)
+    with scratch_run(args.redis_url, args.out / "logs") as config:
+        result = asyncio.run(storm(args, config(args.database_url)))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "storm.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

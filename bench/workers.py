@@ -24,9 +24,7 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
@@ -34,7 +32,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .cli import DEFAULT_OUT, check_redis, forget_keys
+from .cli import DEFAULT_OUT, scratch_run
 from .measure import short_tasks
 from .profiling import py_spy, top_functions
 from .report import number
@@ -241,29 +239,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.tasks, args.concurrency = SMOKE["tasks"], SMOKE["concurrency"]
     sizes = replace(SIZES["smoke"], short_tasks=args.tasks, short_concurrency=args.concurrency)
-    check_redis(args.redis_url)
-    prefix = f"bench{uuid.uuid4().hex[:10]}"
     results: dict[str, Any] = {
         "command": " ".join(["python -m bench.workers", *sys.argv[1:]]),
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
         "tasks": args.tasks, "concurrency": args.concurrency,
     }
-    with tempfile.TemporaryDirectory(prefix="streamapp-workers-") as scratch:
-        def config(database_url: str | None, name: str) -> ServerConfig:
-            return ServerConfig(redis_url=args.redis_url, layer_prefix=prefix,
-                                database_url=database_url, sqlite_path=Path(scratch) / name,
-                                log_dir=args.out / "logs")
+    with scratch_run(args.redis_url, args.out / "logs") as config:
         embedded = config(None, "embedded.sqlite3")
         split = config(args.database_url, "split.sqlite3")
-        embedded.migrate()
-        split.migrate()
-        try:
-            results["runs"] = asyncio.run(measure(
-                sizes, embedded, split, "PostgreSQL" if args.database_url else "SQLite",
-                lambda run: print(line(run), file=sys.stderr), args.out if args.profile else None,
-            ))
-        finally:
-            forget_keys(args.redis_url, prefix)
+        results["runs"] = asyncio.run(measure(
+            sizes, embedded, split, "PostgreSQL" if args.database_url else "SQLite",
+            lambda run: print(line(run), file=sys.stderr), args.out if args.profile else None,
+        ))
     results["machine"]["load_average_after"] = os.getloadavg()
     results["whole"] = all(whole(run) for run in results["runs"] if "check" in run)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,12 @@ class Coordinator:
         """Claim ``task`` only if it is still pending and run it here: a worker's pick."""
         return await self._start(task, (Status.PENDING,))
 
+    async def run_all_pending(self, tasks: list[StreamTask]) -> list[bool | BaseException]:
+        """``run_pending`` for a worker's picks at once: their claims share one UPDATE.
+
+        Each answer is True, False or the error that task's claim raised."""
+        return await self._start_all(tasks, (Status.PENDING,))
+
     async def cancel_task(self, task: StreamTask, reason: str | None = None) -> bool:
         """Cancel ``task`` wherever it runs; False when it had already ended.
 
@@ -168,33 +174,70 @@ class Coordinator:
     # -- runs -------------------------------------------------------------------------------
 
     async def _start(self, task: StreamTask, statuses: tuple[str, ...]) -> bool:
+        (answer,) = await self._start_all([task], statuses)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def _start_all(
+        self, tasks: list[StreamTask], statuses: tuple[str, ...]
+    ) -> list[bool | BaseException]:
+        """Claim ``tasks`` and run the ones won here: True, False (not ours) or the claim's error.
+
+        Every run joins its control group before any of them claims, so the claims reach the
+        group committer at the same moment and share one UPDATE (runner/leases.py); a join's
+        round trip to the layer no longer splits them.
+        """
         if not self._accepting:
-            return False
+            return [False] * len(tasks)
         await self.ensure_started()
-        key = task.task_key
-        if key in self._runs:
-            return False
-        run = self._runs[key] = Run(task, self.owner, self._control)
+        runs = [self._reserve(task) for task in tasks]
+        reserved = [run for run in runs if run is not None]
         try:
             # Join before claiming: a cancel or signal sent as soon as another process sees the
             # task running must find us; the listener keeps it on this reserved run.
-            await self._control.join(key)
-            run.lease = await leases.claim(task, self.owner, app_settings.LEASE_SECONDS, statuses)
+            await asyncio.gather(*(self._control.join(run.key) for run in reserved))
+            errors = await asyncio.gather(
+                *(self._claim(run, statuses) for run in reserved), return_exceptions=True
+            )
         finally:
-            if run.lease is None:
-                del self._runs[key]
-                await self._control.leave(key)
-        if run.lease is None:
-            return False
+            lost = [run for run in reserved if run.lease is None]
+            for run in lost:
+                del self._runs[run.key]
+            await asyncio.gather(*(self._control.leave(run.key) for run in lost))
+        claim_errors = {run.key: error for run, error in zip(reserved, errors, strict=True)}
+        answers: list[bool | BaseException] = []
+        for run in runs:
+            error = claim_errors.get(run.key) if run is not None else None
+            if error is not None:
+                answers.append(error)
+            elif run is None or run.lease is None:  # already running here, or not ours
+                answers.append(False)
+            else:
+                self._launch(run)
+                answers.append(True)
+        return answers
+
+    def _reserve(self, task: StreamTask) -> Run | None:
+        """The run of ``task`` in this process, or None when it already has one."""
+        if task.task_key in self._runs:
+            return None
+        run = self._runs[task.task_key] = Run(task, self.owner, self._control)
+        return run
+
+    async def _claim(self, run: Run, statuses: tuple[str, ...]) -> None:
+        run.lease = await leases.claim(run.task, self.owner, app_settings.LEASE_SECONDS, statuses)
+
+    def _launch(self, run: Run) -> None:
+        key = run.key
         metrics.task_started(key)
         # A fresh context: the run outlives its caller, e.g. an admin request whose thread
         # (asgiref's thread-sensitive executor) is gone once the response is sent.
         run.job = asyncio.create_task(
             self._execute(run), name=f"streamapp:{key}", context=contextvars.Context()
         )
-        logger.info("task claimed key=%s owner=%s attempt=%d", key, self.owner, task.attempts,
+        logger.info("task claimed key=%s owner=%s attempt=%d", key, self.owner, run.task.attempts,
                     extra={"task_key": key})
-        return True
 
     async def _execute(self, run: Run) -> None:
         try:

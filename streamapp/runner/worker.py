@@ -133,12 +133,9 @@ class Worker:
             candidates = await pick_pending(free)
             if self._stopping:
                 break
-            # All at once: their claims wait together, so the committer makes them one UPDATE
-            # (runner/leases.py) instead of one thread hop each.
-            outcomes = await asyncio.gather(
-                *(self.coordinator.run_pending(task) for task in candidates),
-                return_exceptions=True,
-            )
+            # All at once: the committer makes their claims one UPDATE (runner/leases.py)
+            # instead of one thread hop each.
+            outcomes = await self.coordinator.run_all_pending(candidates)
             won = 0
             for task, outcome in zip(candidates, outcomes, strict=True):
                 if outcome is True:

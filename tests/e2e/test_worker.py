@@ -167,6 +167,30 @@ async def test_the_tasks_a_worker_picks_are_claimed_together_in_one_group(monkey
         assert task.status == "completed" and task.attempts == 1
 
 
+async def test_a_claim_that_fails_answers_only_its_own_task(monkeypatch):
+    good, bad, running = [await StepTask.objects.acreate(label=label) for label in "gbr"]
+    claim = leases.claim
+
+    async def claim_or_fail(task, *args):
+        if task.pk == bad.pk:
+            raise ConnectionError("the claim went missing")
+        return await claim(task, *args)
+
+    monkeypatch.setattr(leases, "claim", claim_or_fail)
+    assert await coordinator.run_pending(running)
+
+    answers = await coordinator.run_all_pending([good, bad, running, good])
+
+    assert answers[0] is True and answers[2:] == [False, False]  # running here already, twice
+    assert isinstance(answers[1], ConnectionError)
+    assert sorted(coordinator.running_keys) == sorted([good.task_key, running.task_key])
+    await bad.arefresh_from_db()
+    assert bad.status == "pending" and bad.lease_owner == ""
+    for task in (good, running):
+        await task.send_signal("step", "stop")
+        assert await coordinator.wait_task(task, timeout=5)
+
+
 async def test_wake_ups_asked_for_while_one_is_sent_share_the_next_one(monkeypatch):
     sending, go_on, sent = asyncio.Event(), asyncio.Event(), []
 

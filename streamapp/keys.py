@@ -100,3 +100,15 @@ def get_task(key: str) -> StreamTask:
 
 def stream_task_models() -> list[type[StreamTask]]:
     return [m for m in apps.get_models() if is_stream_task_model(m)]
+
+
+def stream_task_tables() -> dict[type[StreamTask], list[type[StreamTask]]]:
+    """Each task table's concrete model, with every model that reads its rows (it, its proxies).
+
+    A row is one task whichever model reads it, so what walks the rows (workers, the sweeper,
+    cleanup) walks each table once, through its concrete model.
+    """
+    tables: dict[type[StreamTask], list[type[StreamTask]]] = {}
+    for model in stream_task_models():
+        tables.setdefault(model._meta.concrete_model, []).append(model)
+    return tables

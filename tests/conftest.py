@@ -8,6 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.apps import apps
 from django.db import connections
 
 from consumers.logpages import log_pages
@@ -46,6 +47,24 @@ async def clean_runtime():
         log_pages.clear()  # a later test may reuse a task key
         outages.reset()  # nor does it inherit an outage (the sweeper holds off after one)
         await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture
+def proxy_of():
+    """``proxy_of(model)``: a proxy StreamTask model reading ``model``'s table, out of the app
+    registry after the test (workers, sweeps and checks walk the registry)."""
+    made = []
+
+    def make(model):
+        meta = type("Meta", (), {"proxy": True, "app_label": model._meta.app_label})
+        proxy = type(f"Proxy{model.__name__}", (model,), {"Meta": meta, "__module__": __name__})
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in made:
+        del apps.all_models[proxy._meta.app_label][proxy._meta.model_name]
+    apps.clear_cache()
 
 
 @pytest.fixture

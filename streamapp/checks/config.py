@@ -18,7 +18,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.utils.module_loading import import_string
 
 from ..conf import app_settings
-from ..keys import stream_task_models
+from ..keys import stream_task_models, stream_task_tables
 
 WORKER_COMMAND = "runtasks"
 
@@ -101,6 +101,26 @@ def check_task_models_migrated(app_configs: Any = None, **kwargs: Any) -> list:
             obj=model,
             id="streamapp.W003",
         ))
+    return problems
+
+
+@checks.register(checks.Tags.models)
+def check_proxies_keep_process(app_configs: Any = None, **kwargs: Any) -> list:
+    """A worker picks pending rows through their table's concrete model, whose process() runs:
+    a proxy with a process() of its own would see it replaced there without a word."""
+    problems = []
+    for model, readers in stream_task_tables().items():
+        for proxy in readers:
+            if proxy is model or proxy.process is model.process:
+                continue
+            problems.append(checks.Warning(
+                f"StreamTask proxy {proxy._meta.label} has a process() of its own: a runtasks "
+                f"worker runs the pending rows of its table as {model._meta.label}, with "
+                f"{model._meta.label}'s process() and task keys.",
+                hint="Give it a table of its own: a concrete StreamTask model.",
+                obj=proxy,
+                id="streamapp.W005",
+            ))
     return problems
 
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from ..eventlog import store
-from ..keys import canonical_key, stream_task_models
+from ..keys import canonical_key, stream_task_tables
 from ..models import FINAL_STATUSES
 
 AGE = re.compile(r"(\d+)\s*([smhdw])")
@@ -45,12 +45,13 @@ async def cleanup_finished(older_than: timedelta, *, dry_run: bool = False) -> C
     never events without their task.
     """
     report = CleanupReport(cutoff=timezone.now() - older_than, dry_run=dry_run)
-    for model in stream_task_models():
+    for model, readers in stream_task_tables().items():
         finished = model.objects.filter(status__in=FINAL_STATUSES, completed_at__lt=report.cutoff)
         pks = [pk async for pk in finished.values_list("pk", flat=True)]
         for start in range(0, len(pks), BATCH):
             chunk = pks[start:start + BATCH]
-            keys = [canonical_key(model, pk) for pk in chunk]
+            # A task run through a proxy logged under the proxy's key.
+            keys = [canonical_key(reader, pk) for reader in readers for pk in chunk]
             if dry_run:
                 report.events += await store.count(keys)
             else:

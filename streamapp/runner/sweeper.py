@@ -17,7 +17,7 @@ from .. import broadcast, metrics, outages
 from ..conf import app_settings
 from ..dbretry import is_transient
 from ..exceptions import WorkerLost
-from ..keys import stream_task_models
+from ..keys import stream_task_tables
 from . import leases
 
 logger = logging.getLogger("streamapp.runner")
@@ -37,7 +37,7 @@ async def sweep(*, hold_off: bool = False) -> int:
     ``hold_off``: only look for them (the query tells whether the database answers).
     """
     count = 0
-    for model in stream_task_models():
+    for model in stream_task_tables():  # a row once, not once per proxy
         async for task in model.objects.expired():
             if hold_off:
                 break

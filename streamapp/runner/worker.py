@@ -25,7 +25,7 @@ from .. import outages
 from ..broadcast import WORKERS_GROUP, layer_trouble, receive_forever
 from ..conf import app_settings
 from ..dbretry import is_transient
-from ..keys import stream_task_models
+from ..keys import stream_task_tables
 from ..models import StreamTask
 from .coordinator import Coordinator
 from .coordinator import coordinator as default_coordinator
@@ -36,10 +36,10 @@ Report = Callable[[str], None]
 
 
 def _pick_pending(limit: int) -> list[StreamTask]:
-    """Up to ``limit`` pending tasks of every StreamTask model, oldest first; the models kept in
-    one database are read in one transaction."""
+    """Up to ``limit`` pending tasks of every StreamTask table, oldest first; the tables kept in
+    one database are read in one transaction. A proxy's rows are its concrete model's."""
     by_database: dict[str, list[QuerySet]] = {}
-    for model in stream_task_models():
+    for model in stream_task_tables():
         rows = model.objects.claimable().order_by("created_at", "pk")
         by_database.setdefault(rows.db, []).append(rows)
     found: list[StreamTask] = []

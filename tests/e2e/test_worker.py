@@ -13,8 +13,9 @@ from channels.layers import get_channel_layer
 from demo.models import ExampleTask, FailingTask
 from streamapp import broadcast
 from streamapp.coordinator import coordinator
+from streamapp.keys import stream_task_models
 from streamapp.runner import leases
-from streamapp.runner.worker import Worker
+from streamapp.runner.worker import Worker, pick_pending
 from tests.testapp.models import BurstTask, StepTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -189,6 +190,15 @@ async def test_a_claim_that_fails_answers_only_its_own_task(monkeypatch):
     for task in (good, running):
         await task.send_signal("step", "stop")
         assert await coordinator.wait_task(task, timeout=5)
+
+
+async def test_a_row_read_by_a_proxy_too_is_picked_once_through_its_table(proxy_of):
+    proxy = proxy_of(BurstTask)
+    assert [m for m in stream_task_models() if m in (BurstTask, proxy)] == [BurstTask, proxy]
+    task = await proxy.objects.acreate(count=1)
+
+    assert [t.task_key for t in await pick_pending(10)] == [f"testapp.bursttask.{task.pk}"]
+    assert await Worker().run(until_idle=True) == 1
 
 
 async def test_wake_ups_asked_for_while_one_is_sent_share_the_next_one(monkeypatch):

@@ -171,6 +171,21 @@ async def test_cleanup_tasks_dry_run_counts_and_the_real_run_deletes_old_finishe
     assert await store.current_seq(recent.task_key) == 2
 
 
+async def test_cleanup_deletes_a_task_once_with_the_events_its_proxy_logged(proxy_of):
+    proxy = proxy_of(BurstTask)
+    task = await proxy.objects.acreate(count=2)
+    await run_to_end(task)  # logged under testapp.proxybursttask.<pk>
+    await BurstTask.objects.filter(pk=task.pk).aupdate(
+        completed_at=timezone.now() - timedelta(days=8)
+    )
+
+    real = (await command("cleanup_tasks", "--older-than", "7d")).splitlines()
+
+    assert real[0].startswith("Deleted 1 tasks and 2 events")
+    assert real[1:] == ["  testapp.bursttask: 1"]
+    assert await store.current_seq(task.task_key) == 0
+
+
 def test_ages_parse_and_a_bad_age_is_refused():
     assert parse_age("7d") == timedelta(days=7)
     assert parse_age("1d12h") == timedelta(hours=36)

@@ -10,7 +10,7 @@ from django.core import checks
 from django.core.management import call_command
 from django.test import modify_settings, override_settings
 
-from demo.models import FailingTask
+from demo.models import ExampleTask, FailingTask
 from streamapp.checks import config as streamapp_checks
 from streamapp.keys import stream_task_models
 
@@ -116,6 +116,28 @@ def proxy_task_model():
     yield LoudFailingTask
     del apps.all_models["demo"]["loudfailingtask"]
     apps.clear_cache()
+
+
+@pytest.fixture
+def proxy_with_its_own_process():
+    class LoudExampleTask(ExampleTask):
+        class Meta:
+            proxy = True
+            app_label = "demo"
+
+        async def process(self):
+            return "loud"
+
+    yield LoudExampleTask
+    del apps.all_models["demo"]["loudexampletask"]
+    apps.clear_cache()
+
+
+def test_a_proxy_with_its_own_process_is_warned(proxy_with_its_own_process, proxy_task_model):
+    with override_settings(CHANNEL_LAYERS=IN_MEMORY):
+        warned = [m for m in checks.run_checks() if m.id == "streamapp.W005"]
+    assert [m.obj for m in warned] == [proxy_with_its_own_process]  # not the one without
+    assert "runs the pending rows of its table as demo.ExampleTask" in warned[0].msg
 
 
 def test_a_proxy_is_judged_by_the_table_it_uses(proxy_task_model):

@@ -111,6 +111,11 @@ class Coordinator:
         return task.task_key in self.running_keys
 
     @property
+    def accepting(self) -> bool:
+        """False from ``shutdown`` until ``reopen``: no task starts here."""
+        return self._accepting
+
+    @property
     def running_keys(self) -> list[str]:
         """Keys of the tasks executing in this process (not those still being claimed)."""
         return [key for key, run in self._runs.items() if run.job is not None]

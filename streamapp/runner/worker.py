@@ -144,8 +144,10 @@ class Worker:
             failures = [o for o in outcomes if isinstance(o, BaseException)]
             if failures:
                 raise failures[0]  # the ones won above run and are watched all the same
-            if not won:  # nothing pending, or every candidate went to another worker
-                break
+            if not won:
+                if not candidates or not self.coordinator.accepting:
+                    break  # nothing pending, or this process takes no more tasks
+                continue  # every candidate went to another worker: look past them
             claimed += won
         return claimed
 

@@ -15,6 +15,8 @@ from streamapp import broadcast
 from streamapp.coordinator import coordinator
 from streamapp.keys import stream_task_models
 from streamapp.runner import leases
+from streamapp.runner import worker as worker_module
+from streamapp.runner.coordinator import Coordinator
 from streamapp.runner.worker import Worker, pick_pending
 from tests.testapp.models import BurstTask, StepTask
 
@@ -166,6 +168,38 @@ async def test_the_tasks_a_worker_picks_are_claimed_together_in_one_group(monkey
         assert await coordinator.wait_task(task, timeout=5)
         await task.arefresh_from_db()
         assert task.status == "completed" and task.attempts == 1
+
+
+async def test_a_worker_that_lost_its_picks_to_another_looks_past_them(monkeypatch):
+    tasks = [await StepTask.objects.acreate(label=str(i)) for i in range(4)]
+    stale = await pick_pending(2)  # what this worker picked, before the other claimed them
+    other = Worker(concurrency=2, coordinator=Coordinator())
+    picks = iter([stale])
+
+    async def pick_late(limit):
+        return next(picks, None) or await pick_pending(limit)
+
+    monkeypatch.setattr(worker_module, "pick_pending", pick_late)
+    try:
+        assert await other.coordinator.run_all_pending(stale) == [True, True]
+
+        assert await Worker(concurrency=2).claim_available() == 2  # not idle until the next poll
+
+        assert sorted(coordinator.running_keys) == sorted(t.task_key for t in tasks[2:])
+    finally:
+        for task in tasks:
+            await task.send_signal("step", "stop")
+        await other.coordinator.shutdown(timeout=5)
+
+
+async def test_a_worker_whose_coordinator_shut_down_claims_nothing_and_returns():
+    task = await StepTask.objects.acreate()
+    await coordinator.shutdown(timeout=0)
+
+    assert await asyncio.wait_for(Worker().claim_available(), timeout=5) == 0
+
+    await task.arefresh_from_db()
+    assert task.status == "pending"
 
 
 async def test_a_claim_that_fails_answers_only_its_own_task(monkeypatch):

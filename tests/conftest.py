@@ -51,13 +51,14 @@ async def clean_runtime():
 
 @pytest.fixture
 def proxy_of():
-    """``proxy_of(model)``: a proxy StreamTask model reading ``model``'s table, out of the app
-    registry after the test (workers, sweeps and checks walk the registry)."""
+    """``proxy_of(model, **attributes)``: a proxy StreamTask model reading ``model``'s table, out
+    of the app registry after the test (workers, sweeps and checks walk the registry)."""
     made = []
 
-    def make(model):
+    def make(model, **attributes):
         meta = type("Meta", (), {"proxy": True, "app_label": model._meta.app_label})
-        proxy = type(f"Proxy{model.__name__}", (model,), {"Meta": meta, "__module__": __name__})
+        body = {"Meta": meta, "__module__": __name__, **attributes}
+        proxy = type(f"Proxy{model.__name__}", (model,), body)
         made.append(proxy)
         return proxy
 

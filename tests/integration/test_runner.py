@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from django.apps import apps
 
 from demo.models import ExampleTask, FailingTask
 from streamapp.coordinator import coordinator
@@ -137,24 +136,15 @@ async def test_oversized_event_raises_event_too_large_and_logs_nothing(settings)
     assert await logged(task) == []
 
 
-async def test_unserializable_final_value_fails_the_task():
-    class Weird(ExampleTask):
-        class Meta:
-            proxy = True
-            app_label = "demo"
+async def test_unserializable_final_value_fails_the_task(proxy_of):
+    async def process(task):
+        return object()
 
-        async def process(self):
-            return object()
-
-    try:
-        task = await Weird.objects.acreate(message="x")
-        await coordinator.start_task(task)
-        await coordinator.wait_task(task, timeout=5)
-        await task.arefresh_from_db()
-        assert task.status == "failed" and task.error["type"] == "EventNotSerializable"
-    finally:  # out of the registry: later checks, workers and sweeps must not meet it
-        del apps.all_models["demo"]["weird"]
-        apps.clear_cache()
+    task = await proxy_of(ExampleTask, process=process).objects.acreate(message="x")
+    await coordinator.start_task(task)
+    await coordinator.wait_task(task, timeout=5)
+    await task.arefresh_from_db()
+    assert task.status == "failed" and task.error["type"] == "EventNotSerializable"
 
 
 async def test_shutdown_cancels_running_tasks_and_leaves_none_running():

@@ -104,43 +104,21 @@ def test_manage_py_check_reports_the_warning():
 
 
 
-@pytest.fixture
-def proxy_task_model():
-    """A proxy StreamTask model with no migration of its own, removed from the registry after."""
-
-    class LoudFailingTask(FailingTask):
-        class Meta:
-            proxy = True
-            app_label = "demo"
-
-    yield LoudFailingTask
-    del apps.all_models["demo"]["loudfailingtask"]
-    apps.clear_cache()
+async def loud_process(task):
+    return "loud"
 
 
-@pytest.fixture
-def proxy_with_its_own_process():
-    class LoudExampleTask(ExampleTask):
-        class Meta:
-            proxy = True
-            app_label = "demo"
-
-        async def process(self):
-            return "loud"
-
-    yield LoudExampleTask
-    del apps.all_models["demo"]["loudexampletask"]
-    apps.clear_cache()
-
-
-def test_a_proxy_with_its_own_process_is_warned(proxy_with_its_own_process, proxy_task_model):
+def test_a_proxy_with_its_own_process_is_warned(proxy_of):
+    loud = proxy_of(ExampleTask, process=loud_process)
+    proxy_of(FailingTask)  # only another name for the rows
     with override_settings(CHANNEL_LAYERS=IN_MEMORY):
         warned = [m for m in checks.run_checks() if m.id == "streamapp.W005"]
-    assert [m.obj for m in warned] == [proxy_with_its_own_process]  # not the one without
+    assert [m.obj for m in warned] == [loud]
     assert "runs the pending rows of its table as demo.ExampleTask" in warned[0].msg
 
 
-def test_a_proxy_is_judged_by_the_table_it_uses(proxy_task_model):
+def test_a_proxy_is_judged_by_the_table_it_uses(proxy_of):
+    proxy_task_model = proxy_of(FailingTask)
     with override_settings(CHANNEL_LAYERS=IN_MEMORY):
         assert ids() == []
     with override_settings(MIGRATION_MODULES={"demo": "tests.partial_migrations"}):

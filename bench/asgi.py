@@ -1,4 +1,4 @@
-"""The benchmark's one server: floor, baseline and streamapp side by side in one daphne process.
+"""The benchmark's one server: floor, baseline and streamapp side by side in one server process.
 
 - ``ws/tasks/…``: streamapp's real consumers (``consumers.routing.websocket_urlpatterns``)
   behind ``StreamAppMiddlewareStack``, as a project wires them (origin, handshake limiter,
@@ -24,7 +24,7 @@ from channels.routing import URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from consumers.routing import websocket_urlpatterns  # noqa: E402
-from streamapp.asgi import StreamAppMiddlewareStack  # noqa: E402
+from streamapp.asgi import StreamAppMiddlewareStack, lifespan  # noqa: E402
 from streamapp.asgi.origin import AllowedHostsOriginValidator  # noqa: E402
 
 from . import control, floor  # noqa: E402
@@ -54,5 +54,5 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif scope["type"] == "http":
         app = control.application if where.startswith(CONTROL_PATH) else django_asgi_app
     else:
-        return  # daphne sends no lifespan events
+        app = lifespan  # uvicorn's (daphne sends no lifespan events)
     await app(scope, receive, send)

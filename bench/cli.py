@@ -18,7 +18,7 @@ import redis
 
 from . import report
 from .run import run_benchmark
-from .server import ROOT, ServerConfig, raise_fd_limit
+from .server import ROOT, SERVERS, ServerConfig, raise_fd_limit
 from .sizes import LAYERS, PARTS, SIZES, FanOut
 
 DEFAULT_OUT = ROOT / "bench" / "results"
@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile-parts", type=lambda text: tuple(text.split(",")), default=(),
                         metavar="PARTS", help="py-spy the server during streamapp's run of these "
                         "parts (connect, short, scale)")
+    parser.add_argument("--server", choices=SERVERS, default="daphne",
+                        help="the ASGI server of every target (uvicorn: its websockets protocol)")
     parser.add_argument("--publish", action="store_true",
                         help="also copy the table and plot to docs/bench.md and docs/bench.png")
     args = parser.parse_args(argv)
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     uses_redis = any(layer != "memory" for layer in sizes.layers)
     with scratch_run(args.redis_url, args.out / "logs", uses_redis) as config:
         results = asyncio.run(run_benchmark(
-            sizes, config(args.database_url), args.out,
+            sizes, replace(config(args.database_url), server=args.server), args.out,
             progress=lambda line: print(line, file=sys.stderr),
             profile_subscribers=args.profile, profile_parts=args.profile_parts,
         ))

@@ -34,7 +34,9 @@ from .sizes import FanOut, Sizes
 from .targets import BASELINE, STREAMAPP, TARGETS
 
 Progress = Callable[[str], None]
-PACKAGES = ("django", "channels", "channels-redis", "daphne", "twisted", "websockets", "redis")
+PACKAGES = (
+    "django", "channels", "channels-redis", "daphne", "twisted", "uvicorn", "websockets", "redis"
+)
 
 
 async def run_benchmark(

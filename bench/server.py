@@ -1,5 +1,5 @@
-"""The server under test, seen from the load generator: a daphne subprocess, its /proc figures
-and its HTTP remote control.
+"""The server under test, seen from the load generator: a daphne (or uvicorn) subprocess, its
+/proc figures and its HTTP remote control.
 """
 
 from __future__ import annotations
@@ -116,6 +116,9 @@ class CpuSampler:
         return self.at(end) - self.at(start)
 
 
+SERVERS = ("daphne", "uvicorn")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """What every benchmark server of one run shares."""
@@ -125,6 +128,7 @@ class ServerConfig:
     database_url: str | None
     sqlite_path: Path
     log_dir: Path
+    server: str = "daphne"  # or "uvicorn" (SERVERS)
 
     def env(self, layer: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in FOREIGN_VARIABLES}
@@ -149,9 +153,9 @@ class ServerConfig:
 
 
 class BenchServer:
-    """``async with BenchServer(layer, config) as server``: daphne on ``bench.asgi``.
+    """``async with BenchServer(layer, config) as server``: daphne (or uvicorn) on ``bench.asgi``.
 
-    Daphne runs with its defaults (ping every 20 s, 86,400 s socket lifetime …); its output
+    The server runs with its defaults (ping every 20 s, 86,400 s socket lifetime …); its output
     goes to a log file in the results directory.
     """
 
@@ -163,8 +167,8 @@ class BenchServer:
         self.config = config
         self.port = port or free_port()
         self.env = env or {}  # more variables for the server (STREAMAPP_<NAME> settings …)
-        self.backlog = backlog  # the listen backlog; None: daphne's (Twisted's 50)
-        self.log_path = config.log_dir / f"daphne-{layer}{label}.log"
+        self.backlog = backlog  # the listen backlog; None: the server's (daphne: 50, uvicorn: 2048)
+        self.log_path = config.log_dir / f"{config.server}-{layer}{label}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -187,20 +191,28 @@ class BenchServer:
 
     async def start(self) -> None:
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
-        if self.backlog is None:
-            where = ["-b", "127.0.0.1", "-p", str(self.port)]
-        else:
-            where = ["-e", f"tcp:port={self.port}:interface=127.0.0.1:backlog={self.backlog}"]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "daphne", *where, "bench.asgi:application"],
+                [sys.executable, "-m", *self._command()],
                 cwd=ROOT, env={**self.config.env(self.layer), **self.env}, stdout=log,
                 stderr=subprocess.STDOUT,
             )
         await self._wait_until_serving()
 
+    def _command(self) -> list[str]:
+        """The server's module and arguments: each with its defaults but address and backlog."""
+        if self.config.server == "uvicorn":
+            backlog = [] if self.backlog is None else ["--backlog", str(self.backlog)]
+            return ["uvicorn", "--host", "127.0.0.1", "--port", str(self.port), *backlog,
+                    "--lifespan", "on", "--no-access-log", "bench.asgi:application"]
+        if self.backlog is None:
+            where = ["-b", "127.0.0.1", "-p", str(self.port)]
+        else:
+            where = ["-e", f"tcp:port={self.port}:interface=127.0.0.1:backlog={self.backlog}"]
+        return ["daphne", *where, "bench.asgi:application"]
+
     def terminate(self) -> None:
-        """SIGTERM: daphne closes its sockets (1012/4012) and stops."""
+        """SIGTERM: the server closes its sockets (1012/4012) and stops."""
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -219,16 +231,15 @@ class BenchServer:
         while True:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"daphne exited with {self.process.returncode}; see {self.log_path}"
-                )
+                raise RuntimeError(f"{self.config.server} exited with "
+                                   f"{self.process.returncode}; see {self.log_path}")
             try:
                 await self.post("gc")
                 return
             except (ConnectionError, urllib.error.URLError) as exc:
                 if time.monotonic() > deadline:
                     raise TimeoutError(
-                        f"daphne not serving after {timeout} s; see {self.log_path}"
+                        f"{self.config.server} not serving after {timeout} s; see {self.log_path}"
                     ) from exc
                 await asyncio.sleep(0.1)  # a process coming up: there is no event to wait on
 

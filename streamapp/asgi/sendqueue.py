@@ -2,9 +2,10 @@
 
 Those servers apply backpressure: ``send`` waits while the client does not read. Awaited
 inline, one such socket would hold up the hub's delivery to every other socket of its task.
-So frames queue here and one writer task per socket hands them over in order; the queue's
-bytes are the socket's backlog, which the outlet reads exactly as it reads daphne's transport
-(SEND_BUFFER_BYTES, SLOW_CLIENT_SECONDS, 4408). What a server buffers itself comes on top
+So frames queue here and one writer per socket hands them over in order, started eagerly (a task
+only while the server makes it wait); the queue's bytes are the socket's backlog, which the
+outlet reads exactly as it reads daphne's transport (SEND_BUFFER_BYTES, SLOW_CLIENT_SECONDS,
+4408). What a server buffers itself comes on top
 (uvicorn's and hypercorn's write buffers: 64 KiB).
 """
 
@@ -14,6 +15,8 @@ import asyncio
 import logging
 from collections import deque
 from typing import Any
+
+from .. import eager
 
 logger = logging.getLogger("streamapp.transport")
 
@@ -51,7 +54,8 @@ class SendQueue:
         self._bytes += size
         self._empty.clear()
         if self._writer is None:
-            self._writer = asyncio.create_task(self._write(), name="streamapp send queue")
+            # Most sends do not wait: they go out now, and only one that waits leaves a task.
+            self._writer = eager.start(self._write(), name="streamapp send queue")
 
     async def _write(self) -> None:
         try:

@@ -25,10 +25,11 @@ One server process (daphne; uvicorn with `--server uvicorn`) serves all three on
 **floor** (a bare ASGI app sending each event's frame, encoded once, to its sockets),
 **baseline** (the textbook Channels consumer: one `AsyncJsonWebsocketConsumer` per socket joins a
 group, `group_send` per event, `send_json` per socket) and **streamapp** (a `StreamTask` watched
-through the real consumers on `ws/tasks/<app>/<model>/<pk>/`, event log on SQLite). The load generator is one separate process
-of `websockets` clients. Every layer keeps its default configuration (in-memory and
-`RedisChannelLayer`: capacity 100 messages per channel, expiry 60 s, so `group_send` drops
-silently into a full channel; pub/sub: unbounded local queues), and the server its defaults.
+through the real consumers on `ws/tasks/<app>/<model>/<pk>/`, event log on SQLite). The load
+generator is one separate process of `websockets` clients. Every layer keeps its default
+configuration (in-memory and `RedisChannelLayer`: capacity 100 messages per channel, expiry 60 s,
+so `group_send` drops silently into a full channel; pub/sub: unbounded local queues), and the
+server its defaults.
 Producers yield to the event loop once per event. Max-rate runs give frames/s and CPU; fixed-rate
 runs give latency, from the event's creation (`time.time()` in the producer) to the frame's
 arrival. Ratios are streamapp ÷ the other: above 1 is better for frames/s and tasks/s, below 1

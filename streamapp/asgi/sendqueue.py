@@ -26,14 +26,16 @@ CLOSE_FLUSH_SECONDS = 1.0
 
 
 class SendQueue:
-    """The ASGI ``send`` of one WebSocket, queued in front of the server's own."""
+    """The ASGI ``send`` of one WebSocket, queued in front of the server's own.
+
+    Lean, as there is one per socket: no queue until a frame has to wait behind another, no
+    task while nothing waits.
+    """
 
     def __init__(self, send: Any) -> None:
         self._server_send = send
-        self._queue: deque[tuple[dict[str, Any], int]] = deque()
-        self._bytes = 0
-        self._empty = asyncio.Event()
-        self._empty.set()
+        self._waiting: deque[tuple[dict[str, Any], int]] | None = None  # behind the writer's
+        self._bytes = 0  # of the frame the writer hands over and of those waiting
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -43,48 +45,52 @@ class SendQueue:
             return  # the socket is gone or closing: nothing may follow
         if message["type"] == "websocket.close":
             self._closed = True
-            try:
-                await asyncio.wait_for(self._empty.wait(), CLOSE_FLUSH_SECONDS)
-            except TimeoutError:
-                await self.stop()
+            if self._writer is not None:
+                flushed, _ = await asyncio.wait([self._writer], timeout=CLOSE_FLUSH_SECONDS)
+                if not flushed:
+                    await self.stop()
             await self._server_send(message)
             return
         size = len(message.get("text") or message.get("bytes") or b"")
-        self._queue.append((message, size))
         self._bytes += size
-        self._empty.clear()
         if self._writer is None:
             # Most sends do not wait: they go out now, and only one that waits leaves a task.
-            self._writer = eager.start(self._write(), name="streamapp send queue")
+            self._writer = eager.start(self._write(message, size), name="streamapp send queue")
+            return
+        if self._waiting is None:
+            self._waiting = deque()
+        self._waiting.append((message, size))
 
-    async def _write(self) -> None:
+    async def _write(self, message: dict[str, Any], size: int) -> None:
+        """Hand ``message``, then each frame that queued behind it, to the server in order."""
         try:
-            while self._queue:
-                message, size = self._queue[0]
+            while True:
                 try:
                     await self._server_send(message)
                 except Exception as exc:  # noqa: BLE001 - the client left: drop the rest
                     logger.debug("send failed, dropping the queue: %s", exc)
                     self._closed = True
-                    self._queue.clear()
-                    self._bytes = 0
+                    self._drop()
                     return
-                self._queue.popleft()
                 self._bytes -= size
+                if not self._waiting:
+                    return
+                message, size = self._waiting.popleft()
         finally:
-            self._writer = None
-            if not self._queue:
-                self._empty.set()
+            if self._writer is asyncio.current_task():  # not a writer started after a stop
+                self._writer = None
 
     async def stop(self) -> None:
         """Drop what is queued and stop the writer (the socket closes or its app ended)."""
         writer, self._writer = self._writer, None
-        self._queue.clear()
-        self._bytes = 0
-        self._empty.set()
+        self._drop()
         if writer is not None and writer is not asyncio.current_task():
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
+
+    def _drop(self) -> None:
+        self._waiting = None
+        self._bytes = 0
 
     # -- the backlog interface the outlet reads (as adapters.daphne.TransportBacklog) --------
 

@@ -129,3 +129,21 @@ async def test_stop_drops_the_queue_and_ends_a_waiting_writer(first_step):
     server.open.set()
     await asyncio.sleep(0)
     assert server.sent == []
+
+
+async def test_a_writer_started_while_a_stop_ends_the_old_one_is_kept():
+    server = Server()
+    server.open.clear()
+    queue = SendQueue(server.send)
+    await queue.send(frame("a"))
+    stopping = asyncio.create_task(queue.stop())
+    await asyncio.sleep(0)  # the stop has cancelled the old writer and waits for it to end
+
+    await queue.send(frame("b"))  # news arriving meanwhile: a writer of its own
+    await stopping
+
+    assert queue._writer is not None and queue.held() == 1
+    await queue.send(frame("c"))
+    server.open.set()
+    await until(lambda: queue.held() == 0)
+    assert [m["text"] for m in server.sent] == ["b", "c"]

@@ -18,7 +18,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.utils.module_loading import import_string
 
 from ..conf import app_settings
-from ..keys import stream_task_models, stream_task_tables
+from ..keys import stream_task_tables
 
 WORKER_COMMAND = "runtasks"
 
@@ -86,8 +86,7 @@ def check_task_models_migrated(app_configs: Any = None, **kwargs: Any) -> list:
     loader = MigrationLoader(None, ignore_no_migrations=True)
     state = loader.project_state()
     problems = []
-    tabled = {model._meta.concrete_model for model in stream_task_models()}
-    for model in sorted(tabled, key=lambda model: model._meta.label):
+    for model in sorted(stream_task_tables(), key=lambda model: model._meta.label):
         meta = model._meta
         if not meta.managed or (app_configs is not None and meta.app_config not in app_configs):
             continue
